@@ -1,0 +1,505 @@
+"""`keras_bn.BatchNormalization`: the 2015 Keras layer on Keras 3."""
+
+import math
+import numbers
+import warnings
+
+import keras
+import numpy as np
+from keras import constraints, initializers, ops, regularizers
+
+from keras_bn import functional
+
+__all__ = ["BatchNormalization"]
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _validate_epsilon(epsilon):
+    if not _is_number(epsilon) or not math.isfinite(epsilon) or epsilon <= 0:
+        raise ValueError(
+            f"epsilon: expected a positive finite number, got {epsilon!r}."
+        )
+    return float(epsilon)
+
+
+def _validate_momentum(momentum):
+    if not _is_number(momentum) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(
+            f"momentum: expected a number in [0, 1], got {momentum!r}."
+        )
+    return float(momentum)
+
+
+def _validate_mode(mode):
+    if isinstance(mode, bool) or mode not in (0, 1):
+        raise ValueError(
+            "mode: expected 0 (featurewise) or 1 (samplewise), "
+            f"got {mode!r}."
+        )
+    return int(mode)
+
+
+def _validate_input_shape(input_shape):
+    if input_shape is None:
+        return None
+    if not isinstance(input_shape, (tuple, list)) or not all(
+        isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
+        for d in input_shape
+    ) or len(input_shape) == 0:
+        raise ValueError(
+            "input_shape: expected the shape of one sample, a non-empty tuple "
+            f"of positive ints such as (64,), got {input_shape!r}."
+        )
+    return tuple(int(d) for d in input_shape)
+
+
+def _validate_axis(axis):
+    if axis is None:
+        return None
+    axes = (axis,) if isinstance(axis, numbers.Integral) else axis
+    if (
+        isinstance(axis, bool)
+        or not isinstance(axes, (tuple, list))
+        or not axes
+        or not all(
+            isinstance(a, numbers.Integral) and not isinstance(a, bool)
+            for a in axes
+        )
+    ):
+        raise ValueError(
+            "axis: expected None, an int or a non-empty tuple of ints, "
+            f"got {axis!r}."
+        )
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"axis: expected distinct axes, got {axis!r}.")
+    return int(axes[0]) if isinstance(axis, numbers.Integral) else tuple(
+        int(a) for a in axes
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_bn")
+class BatchNormalization(keras.layers.Layer):
+    """Batch Normalization with the 2015 Keras layer's semantics.
+
+    Normalizes its input with the mean and standard deviation of the batch
+    during training, and with running estimates of them at inference
+    (Ioffe and Szegedy, 2015). This is the Keras 0.1.3 to 0.3.1 layer on
+    Keras 3, with two upstream fixes (Keras 0.3.2 and 1.0): training
+    normalizes with the batch statistics, and ``gamma`` starts at ones.
+
+    The running estimates are a mean and a *standard deviation* (not a
+    variance), kept as the seed kept them:
+
+    - batch statistics: ``m = mean(x)``,
+      ``std = sqrt(mean((x - m)**2) + epsilon)``;
+    - mode 0 output: ``gamma * (x - m) / (std + epsilon) + beta`` in
+      training, with ``running_mean`` and ``running_std`` in place of
+      ``m`` and ``std`` at inference;
+    - running estimates, after every training call in both modes:
+      ``running = momentum * running + (1 - momentum) * batch``.
+
+    Args:
+        input_shape: Shape of one sample, without the batch axis. When given,
+            the layer is built at once and can open a `Sequential` model;
+            otherwise it builds on its first call like any Keras layer.
+        epsilon: Positive number added inside the std's square root and to
+            the std in the denominator. Default 1e-6, as in the seed.
+        mode: 0 for featurewise normalization (statistics over the batch);
+            1 for samplewise normalization (each sample over its last axis,
+            in both phases; the running estimates still update).
+        momentum: In [0, 1], the weight of the old value in the running
+            estimates' update. 1 freezes them; 0 keeps the last batch's.
+        weights: Optional initial weight list, as `set_weights()` takes it:
+            ``[gamma, beta, running_mean, running_std]``.
+        axis: `None` (default, the seed's per-activation statistics: reduce
+            over the batch axis only; weights of the shape of one sample), or
+            the int or tuple of feature axes to keep (reduce over all other
+            axes: per-feature-map statistics, e.g. ``axis=-1`` after a
+            channels-last convolution). The batch axis 0 cannot be a feature
+            axis.
+        center: If true, add the offset ``beta``; otherwise it is left out
+            (and out of the weight list).
+        scale: If true, multiply by ``gamma``; otherwise it is left out.
+        gamma_initializer: Initializer for ``gamma``, default ``"ones"``. Use
+            ``keras.initializers.RandomUniform(-0.05, 0.05)`` for the seed's
+            original start.
+        beta_initializer: Initializer for ``beta``, default ``"zeros"``.
+        running_mean_initializer: Default ``"zeros"``.
+        running_std_initializer: Default ``"ones"``.
+        gamma_regularizer, beta_regularizer: Optional regularizers.
+        gamma_constraint, beta_constraint: Optional constraints.
+        **kwargs: Base layer keyword arguments (``name``, ``dtype``,
+            ``trainable``, ...).
+
+    Call arguments:
+        inputs: A tensor whose non-batch shape fits the layer.
+        training: Whether to normalize with the batch statistics and update
+            the running estimates. A layer with ``trainable=False`` always
+            runs in inference mode and leaves its running estimates alone.
+        mask: Optional boolean tensor of the input's shape without its last
+            axis (or of its full shape); masked positions enter neither the
+            batch statistics nor the running estimates.
+
+    Weights:
+        ``get_weights()`` returns ``[gamma, beta, running_mean,
+        running_std]``, without ``gamma`` when ``scale=False`` and without
+        ``beta`` when ``center=False``.
+
+    Reference:
+        - [Ioffe and Szegedy, 2015](https://arxiv.org/abs/1502.03167).
+    """
+
+    def __init__(
+        self,
+        input_shape=None,
+        epsilon=1e-6,
+        mode=0,
+        momentum=0.9,
+        weights=None,
+        *,
+        axis=None,
+        center=True,
+        scale=True,
+        gamma_initializer="ones",
+        beta_initializer="zeros",
+        running_mean_initializer="zeros",
+        running_std_initializer="ones",
+        gamma_regularizer=None,
+        beta_regularizer=None,
+        gamma_constraint=None,
+        beta_constraint=None,
+        **kwargs,
+    ):
+        input_shape = _validate_input_shape(input_shape)
+        self.epsilon = _validate_epsilon(epsilon)
+        self.mode = _validate_mode(mode)
+        self.momentum = _validate_momentum(momentum)
+        self.axis = _validate_axis(axis)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.running_mean_initializer = initializers.get(
+            running_mean_initializer
+        )
+        self.running_std_initializer = initializers.get(running_std_initializer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_constraint = constraints.get(gamma_constraint)
+        self.beta_constraint = constraints.get(beta_constraint)
+        if weights is not None:
+            weights = self._check_weight_values(weights)
+        if input_shape is not None:
+            kwargs["input_shape"] = input_shape
+        with warnings.catch_warnings():
+            # input_shape is the seed's own API here, not a misuse.
+            warnings.filterwarnings("ignore", message=".*input_shape.*")
+            super().__init__(**kwargs)
+        self.input_shape = input_shape
+        self.supports_masking = True
+        self._initial_weights = weights
+        if input_shape is not None:
+            self.build((None, *input_shape))
+
+    # -- building ----------------------------------------------------------
+
+    def _feature_axes(self, ndim):
+        """Sorted positive feature axes for an input of rank ``ndim``."""
+        if self.axis is None:
+            return tuple(range(1, ndim))
+        axes = (self.axis,) if isinstance(self.axis, int) else self.axis
+        positive = []
+        for a in axes:
+            if not -ndim <= a < ndim:
+                raise ValueError(
+                    f"axis: {a} is out of range for inputs of rank {ndim} "
+                    f"(axis={self.axis!r})."
+                )
+            positive.append(a % ndim)
+        if 0 in positive:
+            raise ValueError(
+                f"axis: the batch axis 0 cannot be a feature axis "
+                f"(axis={self.axis!r}, inputs of rank {ndim})."
+            )
+        if len(set(positive)) != len(positive):
+            raise ValueError(
+                f"axis: {self.axis!r} names the same axis twice for inputs of "
+                f"rank {ndim}."
+            )
+        return tuple(sorted(positive))
+
+    def build(self, input_shape):
+        if self.built:
+            # Built at construction from input_shape; a second build (as
+            # Keras' loader does) must not create the weights again.
+            return
+        input_shape = tuple(input_shape)
+        ndim = len(input_shape)
+        if ndim < 2:
+            raise ValueError(
+                "inputs: expected a batch of samples of rank at least 2, "
+                f"got shape {input_shape}."
+            )
+        feature_axes = self._feature_axes(ndim)
+        param_shape = tuple(input_shape[a] for a in feature_axes)
+        if any(d is None for d in param_shape):
+            raise ValueError(
+                f"inputs: the feature axes {feature_axes} need known sizes, "
+                f"got shape {input_shape}."
+            )
+        if self._initial_weights is not None:
+            self._check_weight_shapes(self._initial_weights, param_shape)
+
+        if self.scale:
+            self.gamma = self.add_weight(
+                shape=param_shape,
+                name="gamma",
+                initializer=self.gamma_initializer,
+                regularizer=self.gamma_regularizer,
+                constraint=self.gamma_constraint,
+                trainable=True,
+                autocast=False,
+            )
+        if self.center:
+            self.beta = self.add_weight(
+                shape=param_shape,
+                name="beta",
+                initializer=self.beta_initializer,
+                regularizer=self.beta_regularizer,
+                constraint=self.beta_constraint,
+                trainable=True,
+                autocast=False,
+            )
+        self.running_mean = self.add_weight(
+            shape=param_shape,
+            name="running_mean",
+            initializer=self.running_mean_initializer,
+            trainable=False,
+            autocast=False,
+        )
+        self.running_std = self.add_weight(
+            shape=param_shape,
+            name="running_std",
+            initializer=self.running_std_initializer,
+            trainable=False,
+            autocast=False,
+        )
+        self.input_spec = keras.InputSpec(
+            ndim=ndim, axes={a: input_shape[a] for a in feature_axes}
+        )
+        self._reduction_axes = tuple(
+            a for a in range(ndim) if a not in feature_axes
+        )
+        self._broadcast_shape = tuple(
+            input_shape[a] if a in feature_axes else 1 for a in range(ndim)
+        )
+        self.built = True
+        if self._initial_weights is not None:
+            self._assign_weights(self._initial_weights)
+            self._initial_weights = None
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    # -- weights -------------------------------------------------------------
+
+    def _weight_names(self):
+        return (
+            (["gamma"] if self.scale else [])
+            + (["beta"] if self.center else [])
+            + ["running_mean", "running_std"]
+        )
+
+    def _ordered_weights(self):
+        return [getattr(self, name) for name in self._weight_names()]
+
+    def _check_weight_values(self, weights):
+        """Length, finiteness and sign checks that need no built layer.
+
+        Returns the weights as float64 NumPy arrays."""
+        names = self._weight_names()
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(
+                f"weights: expected a list of {len(names)} arrays {names}, "
+                f"got {type(weights).__name__}."
+            )
+        if len(weights) != len(names):
+            raise ValueError(
+                f"weights: expected a list of {len(names)} arrays {names}, "
+                f"got {len(weights)} arrays."
+            )
+        arrays = []
+        for name, value in zip(names, weights):
+            try:
+                array = np.asarray(value, dtype="float64")
+            except (TypeError, ValueError) as error:
+                raise TypeError(
+                    f"weights: {name} must be a numeric array, got "
+                    f"{type(value).__name__} ({error})."
+                ) from None
+            if not np.all(np.isfinite(array)):
+                raise ValueError(
+                    f"weights: {name} must be finite, got "
+                    f"{int(np.sum(~np.isfinite(array)))} non-finite values."
+                )
+            arrays.append(array)
+        running_std = arrays[-1]
+        if np.any(running_std < 0):
+            raise ValueError(
+                "weights: running_std is a standard deviation and must be >= 0 "
+                f"(so that running_std + epsilon > 0), got minimum "
+                f"{running_std.min()}."
+            )
+        return arrays
+
+    def _check_weight_shapes(self, arrays, param_shape):
+        for name, array in zip(self._weight_names(), arrays):
+            if array.shape != param_shape:
+                raise ValueError(
+                    f"weights: {name} must have shape {param_shape}, got "
+                    f"{array.shape}."
+                )
+
+    def _assign_weights(self, arrays):
+        for variable, array in zip(self._ordered_weights(), arrays):
+            variable.assign(array.astype(variable.dtype))
+
+    def get_weights(self):
+        """Returns ``[gamma, beta, running_mean, running_std]`` as NumPy arrays
+        (without gamma or beta when ``scale`` or ``center`` is off)."""
+        if not self.built:
+            return []
+        return [np.array(v.numpy()) for v in self._ordered_weights()]
+
+    def set_weights(self, weights):
+        """Sets ``[gamma, beta, running_mean, running_std]`` (without gamma or
+        beta when ``scale`` or ``center`` is off). Everything is checked before
+        anything is assigned: a failed call leaves the layer as it was."""
+        arrays = self._check_weight_values(weights)
+        if not self.built:
+            raise ValueError(
+                f"Layer '{self.name}' is not built yet: pass input_shape to the "
+                "constructor, call build(), or pass the list as weights=."
+            )
+        self._check_weight_shapes(arrays, tuple(self.running_mean.shape))
+        self._assign_weights(arrays)
+
+    # -- the forward pass --------------------------------------------------
+
+    def _param(self, variable, dtype):
+        return ops.reshape(ops.cast(variable, dtype), self._broadcast_shape)
+
+    def call(self, inputs, training=None, mask=None):
+        # float16/bfloat16 statistics overflow easily: compute in float32 (or
+        # wider), and give back the compute dtype.
+        dtype = functional.statistics_dtype(inputs.dtype)
+        x = ops.cast(inputs, dtype)
+        # A tensor of the statistics' dtype: the torch backend would round a
+        # Python float to float32 before a float64 computation.
+        epsilon = ops.cast(self.epsilon, dtype)
+        gamma = self._param(self.gamma, dtype) if self.scale else 1.0
+        beta = self._param(self.beta, dtype) if self.center else 0.0
+        training = bool(training) and self.trainable
+        mask = self._broadcastable_mask(mask, x)
+
+        if not training:
+            if self.mode == 0:
+                y = functional.normalize_inference(
+                    x,
+                    gamma,
+                    beta,
+                    self._param(self.running_mean, dtype),
+                    self._param(self.running_std, dtype),
+                    epsilon,
+                )
+            else:
+                y = functional.samplewise_normalize(x, gamma, beta, epsilon)
+            return ops.cast(y, self.compute_dtype)
+
+        if self.mode == 0 and mask is None:
+            y, mean, std = functional.featurewise_train(
+                x,
+                gamma if self.scale else ops.ones(self._broadcast_shape, dtype),
+                beta if self.center else ops.zeros(self._broadcast_shape, dtype),
+                self._reduction_axes,
+                epsilon,
+            )
+        else:
+            mean, std = functional.batch_moments(
+                x, self._reduction_axes, epsilon, mask
+            )
+            if self.mode == 0:
+                y = gamma * (x - mean) / (std + epsilon) + beta
+            else:
+                y = functional.samplewise_normalize(x, gamma, beta, epsilon)
+        self._update_running(mean, std)
+        return ops.cast(y, self.compute_dtype)
+
+    def _broadcastable_mask(self, mask, x):
+        if mask is None:
+            return None
+        ndim = len(x.shape)
+        if len(mask.shape) == ndim - 1:
+            mask = ops.expand_dims(mask, -1)
+        if len(mask.shape) != ndim:
+            raise ValueError(
+                "mask: expected the input's shape without its last axis "
+                f"({tuple(x.shape[:-1])}) or the input's shape, got "
+                f"{tuple(mask.shape)}."
+            )
+        return mask
+
+    def _update_running(self, mean, std):
+        shape = self.running_mean.shape
+        dtype = self.running_mean.dtype
+        momentum = ops.cast(self.momentum, dtype)
+        mean = ops.cast(ops.reshape(ops.stop_gradient(mean), shape), dtype)
+        std = ops.cast(ops.reshape(ops.stop_gradient(std), shape), dtype)
+        self.running_mean.assign(
+            functional.moving_average(self.running_mean, mean, momentum)
+        )
+        self.running_std.assign(
+            functional.moving_average(self.running_std, std, momentum)
+        )
+
+    # -- serialization -----------------------------------------------------
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "input_shape": self.input_shape,
+                "epsilon": self.epsilon,
+                "mode": self.mode,
+                "momentum": self.momentum,
+                "axis": self.axis,
+                "center": self.center,
+                "scale": self.scale,
+                "gamma_initializer": initializers.serialize(
+                    self.gamma_initializer
+                ),
+                "beta_initializer": initializers.serialize(
+                    self.beta_initializer
+                ),
+                "running_mean_initializer": initializers.serialize(
+                    self.running_mean_initializer
+                ),
+                "running_std_initializer": initializers.serialize(
+                    self.running_std_initializer
+                ),
+                "gamma_regularizer": regularizers.serialize(
+                    self.gamma_regularizer
+                ),
+                "beta_regularizer": regularizers.serialize(
+                    self.beta_regularizer
+                ),
+                "gamma_constraint": constraints.serialize(
+                    self.gamma_constraint
+                ),
+                "beta_constraint": constraints.serialize(self.beta_constraint),
+            }
+        )
+        return config

@@ -1,0 +1,86 @@
+"""Shared fixtures. Run the suite once per backend with KERAS_BACKEND."""
+
+import contextlib
+import os
+import sys
+
+# Keras imports torch before TensorFlow when both are installed, to avoid a
+# crash in their shared libraries; so do we.
+try:
+    import torch  # noqa: F401
+except ImportError:
+    pass
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+BACKEND = keras.backend.backend()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@contextlib.contextmanager
+def dtype_scope(dtype):
+    """float64 on JAX needs x64 switched on; elsewhere nothing to do."""
+    if BACKEND == "jax" and dtype == "float64":
+        import jax
+
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
+def to_numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+@pytest.fixture(autouse=True)
+def _clear_session():
+    keras.backend.clear_session()
+    yield
+
+
+def loss_and_gradients(layer, x, upstream, **call_kwargs):
+    """``sum(layer(x) * upstream)`` and its gradients with respect to ``x``
+    and each of the layer's trainable weights, on the current backend."""
+    trainable = layer.trainable_variables
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, **call_kwargs) * upstream)
+        grads = tape.gradient(loss, [x, *trainable])
+        return float(loss), [np.asarray(g) for g in grads]
+    if BACKEND == "torch":
+        import torch
+
+        x = torch.tensor(np.asarray(x), requires_grad=True)
+        for v in trainable:
+            v.value.grad = None
+        loss = torch.sum(layer(x, **call_kwargs) * torch.as_tensor(upstream))
+        loss.backward()
+        grads = [x.grad] + [v.value.grad for v in trainable]
+        return float(loss), [g.detach().numpy() for g in grads]
+    import jax
+
+    non_trainable = [v.value for v in layer.non_trainable_variables]
+
+    def loss_fn(x, trainable_values):
+        y, _ = layer.stateless_call(
+            trainable_values, non_trainable, x, **call_kwargs
+        )
+        return jax.numpy.sum(y * upstream)
+
+    loss, grads = jax.value_and_grad(loss_fn, argnums=(0, 1))(
+        jax.numpy.asarray(x), [v.value for v in trainable]
+    )
+    return float(loss), [np.asarray(grads[0])] + [np.asarray(g) for g in grads[1]]

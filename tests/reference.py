@@ -1,0 +1,51 @@
+"""An independent NumPy restatement of the seed's formulas (SEMANTICS.md).
+
+Written from the seed's Theano code, not from keras_bn: the tests compare the
+package against these functions, never against itself.
+"""
+
+import numpy as np
+
+
+def seed_batch_statistics(x, epsilon, reduction_axes=(0,), mask=None):
+    """``m = X.mean(axis=0)``; ``std = mean((X - m)**2 + eps, axis=0)**0.5``.
+
+    With ``mask`` (broadcastable to x, true = keep), a weighted average over
+    the kept positions only."""
+    x = np.asarray(x, dtype="float64")
+    if mask is None:
+        m = x.mean(axis=reduction_axes, keepdims=True)
+        std = np.mean((x - m) ** 2 + epsilon, axis=reduction_axes, keepdims=True)
+        return m, std**0.5
+    w = np.broadcast_to(np.asarray(mask, dtype="float64"), x.shape)
+    total = w.sum(axis=reduction_axes, keepdims=True)
+    m = (w * x).sum(axis=reduction_axes, keepdims=True) / total
+    var = (w * (x - m) ** 2).sum(axis=reduction_axes, keepdims=True) / total
+    return m, (var + epsilon) ** 0.5
+
+
+def seed_featurewise(x, gamma, beta, mean, std, epsilon):
+    """``gamma * (X - mean) / (std + eps) + beta`` (mode 0)."""
+    return gamma * (np.asarray(x, "float64") - mean) / (std + epsilon) + beta
+
+
+def seed_samplewise(x, gamma, beta, epsilon):
+    """Mode 1: ``m = X.mean(axis=-1)``, ``std = X.std(axis=-1)``."""
+    x = np.asarray(x, dtype="float64")
+    m = x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=-1, keepdims=True)
+    return gamma * (x - m) / (std + epsilon) + beta
+
+
+def seed_running_update(running, batch_value, momentum):
+    return momentum * running + (1 - momentum) * batch_value
+
+
+def variance_form(x, gamma, beta, moving_mean, moving_variance, epsilon):
+    """Keras 1.0.7+ / Keras 2 / Keras 3 / PyTorch inference formula."""
+    return gamma * (x - moving_mean) / np.sqrt(moving_variance + epsilon) + beta
+
+
+def broadcast_shape(ndim, feature_axes):
+    """Shape tuple with -1 at the feature axes, for ``reshape``."""
+    return tuple(-1 if a in feature_axes else 1 for a in range(ndim))

@@ -1,0 +1,448 @@
+"""keras_bn.BatchNormalization against the NumPy restatement of the seed."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from conftest import BACKEND, dtype_scope, loss_and_gradients, to_numpy
+from reference import (
+    broadcast_shape,
+    seed_batch_statistics,
+    seed_featurewise,
+    seed_running_update,
+    seed_samplewise,
+)
+
+from keras_bn import BatchNormalization
+
+TOLERANCE = {"float32": dict(rtol=1e-5, atol=2e-5), "float64": dict(rtol=1e-10, atol=1e-10)}
+SHAPES = [(16, 5), (8, 4, 3), (6, 3, 4, 2)]
+
+
+def random_weights(rng, shape):
+    return [
+        rng.uniform(0.5, 1.5, shape),
+        rng.normal(size=shape),
+        rng.normal(size=shape),
+        rng.uniform(0.5, 2.0, shape),
+    ]
+
+
+def assert_close(actual, expected, dtype="float32"):
+    np.testing.assert_allclose(to_numpy(actual), expected, **TOLERANCE[dtype])
+
+
+# -- construction and weights ------------------------------------------------
+
+
+def test_positional_constructor_as_in_the_seed(rng):
+    weights = random_weights(rng, (6,))
+    layer = BatchNormalization((6,), 1e-4, 1, 0.5, weights)
+    assert (layer.epsilon, layer.mode, layer.momentum) == (1e-4, 1, 0.5)
+    assert layer.built
+    for got, want in zip(layer.get_weights(), weights):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_weights_names_order_and_initial_values():
+    layer = BatchNormalization((3, 2))
+    assert [w.name for w in layer.trainable_weights] == ["gamma", "beta"]
+    assert [w.name for w in layer.non_trainable_weights] == [
+        "running_mean",
+        "running_std",
+    ]
+    gamma, beta, running_mean, running_std = layer.get_weights()
+    for array in (gamma, beta, running_mean, running_std):
+        assert array.shape == (3, 2)
+    np.testing.assert_array_equal(gamma, np.ones((3, 2)))  # the upstream fix
+    np.testing.assert_array_equal(beta, np.zeros((3, 2)))
+    np.testing.assert_array_equal(running_mean, np.zeros((3, 2)))
+    np.testing.assert_array_equal(running_std, np.ones((3, 2)))
+
+
+def test_lazy_build_without_input_shape(rng):
+    layer = BatchNormalization()
+    assert not layer.built
+    layer(rng.normal(size=(4, 7)).astype("float32"))
+    assert layer.built and layer.get_weights()[0].shape == (7,)
+
+
+def test_weights_argument_applies_at_lazy_build(rng):
+    weights = random_weights(rng, (7,))
+    layer = BatchNormalization(weights=weights)
+    x = rng.normal(size=(4, 7)).astype("float32")
+    y = layer(x)
+    assert_close(y, seed_featurewise(x, *weights, 1e-6))
+
+
+def test_seed_uniform_start_is_available():
+    layer = BatchNormalization(
+        (500,), gamma_initializer=keras.initializers.RandomUniform(-0.05, 0.05)
+    )
+    gamma = layer.get_weights()[0]
+    assert np.all(np.abs(gamma) <= 0.05) and gamma.std() > 0.01
+
+
+def test_set_weights_round_trip(rng):
+    layer = BatchNormalization((4, 3))
+    weights = random_weights(rng, (4, 3))
+    layer.set_weights(weights)
+    for got, want in zip(layer.get_weights(), weights):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    other = BatchNormalization((4, 3), weights=layer.get_weights())
+    for got, want in zip(other.get_weights(), weights):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+# -- outputs and running estimates --------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("epsilon", [1e-6, 1e-3, 0.5])
+def test_mode0_training_output_and_running_estimates(rng, shape, epsilon, dtype):
+    with dtype_scope(dtype):
+        x = rng.normal(2.0, 3.0, size=shape).astype(dtype)
+        weights = random_weights(rng, shape[1:])
+        layer = BatchNormalization(shape[1:], epsilon, 0, 0.7, weights, dtype=dtype)
+        y = layer(x, training=True)
+        mean, std = seed_batch_statistics(x, epsilon)
+        assert_close(y, seed_featurewise(x, weights[0], weights[1], mean, std, epsilon), dtype)
+        _, _, running_mean, running_std = layer.get_weights()
+        np.testing.assert_allclose(
+            running_mean, seed_running_update(weights[2], mean[0], 0.7), **TOLERANCE[dtype]
+        )
+        np.testing.assert_allclose(
+            running_std, seed_running_update(weights[3], std[0], 0.7), **TOLERANCE[dtype]
+        )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_mode0_inference_uses_running_estimates(rng, shape, dtype):
+    with dtype_scope(dtype):
+        x = rng.normal(size=shape).astype(dtype)
+        weights = random_weights(rng, shape[1:])
+        layer = BatchNormalization(shape[1:], 1e-3, weights=weights, dtype=dtype)
+        for training in (None, False):
+            assert_close(
+                layer(x, training=training),
+                seed_featurewise(x, *weights, 1e-3),
+                dtype,
+            )
+        for got, want in zip(layer.get_weights(), weights):
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("training", [True, False])
+def test_mode1_samplewise_in_both_phases(rng, shape, training):
+    x = rng.normal(1.0, 2.0, size=shape).astype("float32")
+    weights = random_weights(rng, shape[1:])
+    layer = BatchNormalization(shape[1:], 1e-6, 1, 0.9, weights)
+    y = layer(x, training=training)
+    assert_close(y, seed_samplewise(x, weights[0], weights[1], 1e-6))
+
+
+def test_mode1_still_updates_running_estimates(rng):
+    # The seed's init_updates does not look at mode.
+    x = rng.normal(size=(10, 4)).astype("float32")
+    layer = BatchNormalization((4,), mode=1)
+    layer(x, training=True)
+    mean, std = seed_batch_statistics(x, 1e-6)
+    np.testing.assert_allclose(layer.get_weights()[2], 0.1 * mean[0], atol=1e-6)
+    np.testing.assert_allclose(layer.get_weights()[3], 0.9 + 0.1 * std[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5, 0.9, 1.0])
+def test_running_estimates_after_several_steps(rng, momentum):
+    shape = (12, 3, 2)
+    layer = BatchNormalization(shape[1:], 1e-3, 0, momentum)
+    running_mean = np.zeros(shape[1:])
+    running_std = np.ones(shape[1:])
+    for _ in range(4):
+        x = rng.normal(3.0, 2.0, size=shape).astype("float32")
+        layer(x, training=True)
+        mean, std = seed_batch_statistics(x, 1e-3)
+        running_mean = seed_running_update(running_mean, mean[0], momentum)
+        running_std = seed_running_update(running_std, std[0], momentum)
+    np.testing.assert_allclose(layer.get_weights()[2], running_mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.get_weights()[3], running_std, rtol=1e-5, atol=1e-5)
+
+
+def test_frozen_layer_runs_in_inference_and_keeps_its_estimates(rng):
+    x = rng.normal(size=(8, 5)).astype("float32")
+    weights = random_weights(rng, (5,))
+    layer = BatchNormalization((5,), weights=weights)
+    layer.trainable = False
+    y = layer(x, training=True)
+    assert_close(y, seed_featurewise(x, *weights, 1e-6))
+    for got, want in zip(layer.get_weights(), weights):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+# -- gradients -----------------------------------------------------------------
+
+
+def numeric_gradient(f, value, step=1e-6):
+    grad = np.zeros_like(value)
+    for index in np.ndindex(value.shape):
+        bump = np.zeros_like(value)
+        bump[index] = step
+        grad[index] = (f(value + bump) - f(value - bump)) / (2 * step)
+    return grad
+
+
+@pytest.mark.parametrize("mode", [0, 1])
+@pytest.mark.parametrize("shape", [(6, 3), (4, 2, 3)])
+def test_gradients_match_finite_differences(rng, mode, shape):
+    with dtype_scope("float64"):
+        x = rng.normal(1.0, 2.0, size=shape)
+        gamma, beta = rng.uniform(0.5, 1.5, shape[1:]), rng.normal(size=shape[1:])
+        upstream = rng.normal(size=shape)
+        layer = BatchNormalization(
+            shape[1:], 1e-3, mode, weights=[gamma, beta, np.zeros(shape[1:]), np.ones(shape[1:])],
+            dtype="float64",
+        )
+        _, (dx, dgamma, dbeta) = loss_and_gradients(layer, x, upstream, training=True)
+
+    def loss(x, gamma, beta):
+        if mode == 0:
+            mean, std = seed_batch_statistics(x, 1e-3)
+            y = seed_featurewise(x, gamma, beta, mean, std, 1e-3)
+        else:
+            y = seed_samplewise(x, gamma, beta, 1e-3)
+        return np.sum(y * upstream)
+
+    np.testing.assert_allclose(dx, numeric_gradient(lambda v: loss(v, gamma, beta), x), atol=1e-7)
+    np.testing.assert_allclose(dgamma, numeric_gradient(lambda v: loss(x, v, beta), gamma), atol=1e-7)
+    np.testing.assert_allclose(dbeta, numeric_gradient(lambda v: loss(x, gamma, v), beta), atol=1e-7)
+
+
+# -- models, fit and compilation ----------------------------------------------
+
+
+def sequential_model(shape):
+    model = keras.Sequential()
+    model.add(BatchNormalization(shape))
+    return model
+
+
+def functional_model(shape):
+    inputs = keras.Input(shape)
+    return keras.Model(inputs, BatchNormalization()(inputs))
+
+
+class SubclassedModel(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.batch_norm = BatchNormalization()
+
+    def call(self, inputs, training=None):
+        return self.batch_norm(inputs, training=training)
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+@pytest.mark.parametrize("kind", ["sequential", "functional", "subclassed"])
+def test_train_on_batch_updates_estimates_and_predict_uses_them(rng, kind, jit_compile):
+    shape = (4, 3)
+    model = {
+        "sequential": lambda: sequential_model(shape),
+        "functional": lambda: functional_model(shape),
+        "subclassed": SubclassedModel,
+    }[kind]()
+    # Learning rate 0: the weights stay put, so the running estimates after
+    # two steps follow from the seed's update alone.
+    model.compile(keras.optimizers.SGD(0.0), "mse", jit_compile=jit_compile)
+    running_mean, running_std = np.zeros(shape), np.ones(shape)
+    for _ in range(2):
+        x = rng.normal(1.0, 2.0, size=(10, *shape)).astype("float32")
+        model.train_on_batch(x, np.zeros_like(x))
+        mean, std = seed_batch_statistics(x, 1e-6)
+        running_mean = seed_running_update(running_mean, mean[0], 0.9)
+        running_std = seed_running_update(running_std, std[0], 0.9)
+    layer = [lay for lay in model._flatten_layers() if isinstance(lay, BatchNormalization)][0]
+    np.testing.assert_allclose(layer.get_weights()[2], running_mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.get_weights()[3], running_std, rtol=1e-5, atol=1e-5)
+    x = rng.normal(size=(5, *shape)).astype("float32")
+    expected = seed_featurewise(x, 1.0, 0.0, running_mean, running_std, 1e-6)
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-4)
+    loss = model.evaluate(x, expected, verbose=0)
+    assert loss < 1e-8
+
+
+def test_fit_learns_gamma_and_beta(rng):
+    x = rng.normal(size=(64, 3)).astype("float32")
+    mean, std = seed_batch_statistics(x, 1e-6)
+    target = seed_featurewise(x, 2.0, -1.0, mean, std, 1e-6)
+    model = sequential_model((3,))
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    history = model.fit(x, target, batch_size=64, epochs=60, verbose=0)
+    assert history.history["loss"][-1] < 1e-3 * history.history["loss"][0]
+    gamma, beta = model.layers[0].get_weights()[:2]
+    np.testing.assert_allclose(gamma, 2.0, atol=0.05)
+    np.testing.assert_allclose(beta, -1.0, atol=0.05)
+
+
+# -- serialization --------------------------------------------------------------
+
+
+def test_config_round_trip():
+    layer = BatchNormalization((3, 4), 1e-3, 1, 0.8, name="bn")
+    config = layer.get_config()
+    clone = BatchNormalization.from_config(config)
+    assert clone.get_config() == config
+    assert clone.built
+
+
+@pytest.mark.parametrize("fmt", [".keras", ".weights.h5"])
+def test_saved_model_loads_in_fresh_process(rng, tmp_path, fmt):
+    shape = (5,)
+    model = keras.Sequential([keras.Input(shape), keras.layers.Dense(5), BatchNormalization(mode=0)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    x = rng.normal(size=(32, 5)).astype("float32")
+    model.fit(x, x, batch_size=8, epochs=2, verbose=0)
+    path = str(tmp_path / f"model{fmt}")
+    if fmt == ".keras":
+        model.save(path)
+    else:
+        model.save_weights(path)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", model.predict(x, verbose=0))
+    for i, array in enumerate(model.layers[1].get_weights()):
+        np.save(tmp_path / f"w{i}.npy", array)
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, keras, keras_bn
+        d = {str(tmp_path)!r}
+        if {fmt!r} == ".keras":
+            model = keras.saving.load_model({path!r})
+        else:
+            model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(5),
+                                      keras_bn.BatchNormalization(mode=0)])
+            model.load_weights({path!r})
+        layer = model.layers[1]
+        assert type(layer) is keras_bn.BatchNormalization, type(layer)
+        for i, array in enumerate(layer.get_weights()):
+            np.testing.assert_array_equal(array, np.load(f"{{d}}/w{{i}}.npy"))
+        assert not np.allclose(layer.get_weights()[3], 1.0)
+        np.testing.assert_allclose(
+            model.predict(np.load(d + "/x.npy"), verbose=0), np.load(d + "/y.npy"),
+            rtol=1e-6, atol=1e-6)
+        print("LOADED OK")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": BACKEND},
+        timeout=300,
+    )
+    assert "LOADED OK" in result.stdout, result.stderr[-3000:]
+
+
+# -- bad input ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(mode=2), "mode"),
+        (dict(mode=True), "mode"),
+        (dict(epsilon=0), "epsilon"),
+        (dict(epsilon=-1e-3), "epsilon"),
+        (dict(epsilon=float("nan")), "epsilon"),
+        (dict(epsilon="small"), "epsilon"),
+        (dict(momentum=1.5), "momentum"),
+        (dict(momentum=-0.1), "momentum"),
+        (dict(input_shape=(0, 3)), "input_shape"),
+        (dict(input_shape=5), "input_shape"),
+        (dict(input_shape=(2.5,)), "input_shape"),
+        (dict(input_shape=()), "input_shape"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BatchNormalization(**kwargs)
+
+
+def bad_weight_lists(rng):
+    good = random_weights(rng, (3,))
+    nan_beta = [w.copy() for w in good]
+    nan_beta[1][0] = np.nan
+    inf_mean = [w.copy() for w in good]
+    inf_mean[2][1] = np.inf
+    negative_std = [w.copy() for w in good]
+    negative_std[3][2] = -0.5
+    wrong_shape = [w.copy() for w in good]
+    wrong_shape[2] = np.zeros((4,))
+    return [
+        (good[:3], ValueError, "4 arrays"),
+        (good + [good[0]], ValueError, "4 arrays"),
+        (nan_beta, ValueError, "beta must be finite"),
+        (inf_mean, ValueError, "running_mean must be finite"),
+        (negative_std, ValueError, "running_std"),
+        (wrong_shape, ValueError, r"running_mean must have shape \(3,\)"),
+        ("not a list", TypeError, "weights"),
+        ([good[0], good[1], good[2], "x"], TypeError, "running_std"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_bad_weight_lists_leave_the_layer_unchanged(rng, case):
+    weights, error, message = bad_weight_lists(rng)[case]
+    layer = BatchNormalization((3,), weights=random_weights(rng, (3,)))
+    before = layer.get_weights()
+    with pytest.raises(error, match=message):
+        layer.set_weights(weights)
+    for got, want in zip(layer.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(error, match=message):
+        BatchNormalization((3,), weights=weights)
+
+
+def test_input_that_does_not_fit_the_built_layer(rng):
+    layer = BatchNormalization((3,))
+    with pytest.raises(ValueError, match="expected axis|incompatible|shape"):
+        layer(rng.normal(size=(4, 5)).astype("float32"))
+    with pytest.raises(ValueError, match="ndim|rank"):
+        layer(rng.normal(size=(4, 3, 1)).astype("float32"))
+
+
+# -- Keras' own layer contract ----------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not (3, 10) <= tuple(int(p) for p in keras.__version__.split(".")[:2]) < (3, 16),
+    reason="run_layer_test is private Keras API, checked on Keras 3.10 to 3.15",
+)
+@pytest.mark.parametrize("mode", [0, 1])
+def test_keras_layer_contract(mode):
+    from keras.src.testing import TestCase
+
+    case = TestCase()
+    case.run_layer_test(
+        BatchNormalization,
+        init_kwargs={"mode": mode, "momentum": 0.8},
+        input_shape=(4, 3, 2),
+        expected_output_shape=(4, 3, 2),
+        expected_num_trainable_weights=2,
+        expected_num_non_trainable_weights=2,
+        expected_num_seed_generators=0,
+        expected_num_losses=0,
+        supports_masking=True,
+    )
+    case.run_layer_test(
+        BatchNormalization,
+        init_kwargs={"input_shape": (3, 2), "mode": mode},
+        input_shape=(4, 3, 2),
+        expected_output_shape=(4, 3, 2),
+        expected_num_trainable_weights=2,
+        expected_num_non_trainable_weights=2,
+        supports_masking=True,
+    )
