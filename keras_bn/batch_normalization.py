@@ -27,17 +27,14 @@ def _validate_epsilon(epsilon):
 
 def _validate_momentum(momentum):
     if not _is_number(momentum) or not 0.0 <= momentum <= 1.0:
-        raise ValueError(
-            f"momentum: expected a number in [0, 1], got {momentum!r}."
-        )
+        raise ValueError(f"momentum: expected a number in [0, 1], got {momentum!r}.")
     return float(momentum)
 
 
 def _validate_mode(mode):
     if isinstance(mode, bool) or mode not in (0, 1):
         raise ValueError(
-            "mode: expected 0 (featurewise) or 1 (samplewise), "
-            f"got {mode!r}."
+            f"mode: expected 0 (featurewise) or 1 (samplewise), got {mode!r}."
         )
     return int(mode)
 
@@ -45,10 +42,14 @@ def _validate_mode(mode):
 def _validate_input_shape(input_shape):
     if input_shape is None:
         return None
-    if not isinstance(input_shape, (tuple, list)) or not all(
-        isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
-        for d in input_shape
-    ) or len(input_shape) == 0:
+    if (
+        not isinstance(input_shape, (tuple, list))
+        or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
+            for d in input_shape
+        )
+        or len(input_shape) == 0
+    ):
         raise ValueError(
             "input_shape: expected the shape of one sample, a non-empty tuple "
             f"of positive ints such as (64,), got {input_shape!r}."
@@ -65,19 +66,65 @@ def _validate_axis(axis):
         or not isinstance(axes, (tuple, list))
         or not axes
         or not all(
-            isinstance(a, numbers.Integral) and not isinstance(a, bool)
-            for a in axes
+            isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in axes
         )
     ):
         raise ValueError(
-            "axis: expected None, an int or a non-empty tuple of ints, "
-            f"got {axis!r}."
+            f"axis: expected None, an int or a non-empty tuple of ints, got {axis!r}."
         )
     if len(set(axes)) != len(axes):
         raise ValueError(f"axis: expected distinct axes, got {axis!r}.")
-    return int(axes[0]) if isinstance(axis, numbers.Integral) else tuple(
-        int(a) for a in axes
+    return (
+        int(axes[0])
+        if isinstance(axis, numbers.Integral)
+        else tuple(int(a) for a in axes)
     )
+
+
+def _validate_synchronized(synchronized):
+    if not isinstance(synchronized, bool):
+        raise TypeError(f"synchronized: expected True or False, got {synchronized!r}.")
+    if synchronized and keras.backend.backend() == "torch":
+        raise ValueError(
+            "synchronized=True: Keras does not distribute training on the "
+            "PyTorch backend, so there are no replicas to synchronize. Use "
+            "the TensorFlow backend (tf.distribute) or JAX "
+            "(keras.distribution), or synchronized=False."
+        )
+    return synchronized
+
+
+def _validate_virtual_batch_size(virtual_batch_size, synchronized):
+    if virtual_batch_size is None:
+        return None
+    if (
+        not isinstance(virtual_batch_size, numbers.Integral)
+        or isinstance(virtual_batch_size, bool)
+        or virtual_batch_size < 1
+    ):
+        raise ValueError(
+            "virtual_batch_size: expected None or a positive int, got "
+            f"{virtual_batch_size!r}."
+        )
+    if synchronized:
+        raise ValueError(
+            "virtual_batch_size: ghost batches are per-replica by definition; "
+            "it cannot be combined with synchronized=True."
+        )
+    return int(virtual_batch_size)
+
+
+def _sum_across_replicas(partial_sum):
+    """All-reduces a per-replica sum under tf.distribute; on JAX the batch is
+    one global (sharded) array already, so its sums are global as they are."""
+    if keras.backend.backend() != "tensorflow":
+        return partial_sum
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return partial_sum
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, partial_sum)
 
 
 @keras.saving.register_keras_serializable(package="keras_bn")
@@ -171,6 +218,8 @@ class BatchNormalization(keras.layers.Layer):
         beta_regularizer=None,
         gamma_constraint=None,
         beta_constraint=None,
+        synchronized=False,
+        virtual_batch_size=None,
         **kwargs,
     ):
         input_shape = _validate_input_shape(input_shape)
@@ -182,14 +231,16 @@ class BatchNormalization(keras.layers.Layer):
         self.scale = bool(scale)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.beta_initializer = initializers.get(beta_initializer)
-        self.running_mean_initializer = initializers.get(
-            running_mean_initializer
-        )
+        self.running_mean_initializer = initializers.get(running_mean_initializer)
         self.running_std_initializer = initializers.get(running_std_initializer)
         self.gamma_regularizer = regularizers.get(gamma_regularizer)
         self.beta_regularizer = regularizers.get(beta_regularizer)
         self.gamma_constraint = constraints.get(gamma_constraint)
         self.beta_constraint = constraints.get(beta_constraint)
+        self.synchronized = _validate_synchronized(synchronized)
+        self.virtual_batch_size = _validate_virtual_batch_size(
+            virtual_batch_size, self.synchronized
+        )
         if weights is not None:
             weights = self._check_weight_values(weights)
         if input_shape is not None:
@@ -290,9 +341,7 @@ class BatchNormalization(keras.layers.Layer):
         self.input_spec = keras.InputSpec(
             ndim=ndim, axes={a: input_shape[a] for a in feature_axes}
         )
-        self._reduction_axes = tuple(
-            a for a in range(ndim) if a not in feature_axes
-        )
+        self._reduction_axes = tuple(a for a in range(ndim) if a not in feature_axes)
         self._broadcast_shape = tuple(
             input_shape[a] if a in feature_axes else 1 for a in range(ndim)
         )
@@ -359,8 +408,7 @@ class BatchNormalization(keras.layers.Layer):
         for name, array in zip(self._weight_names(), arrays):
             if array.shape != param_shape:
                 raise ValueError(
-                    f"weights: {name} must have shape {param_shape}, got "
-                    f"{array.shape}."
+                    f"weights: {name} must have shape {param_shape}, got {array.shape}."
                 )
 
     def _assign_weights(self, arrays):
@@ -400,8 +448,16 @@ class BatchNormalization(keras.layers.Layer):
         # A tensor of the statistics' dtype: the torch backend would round a
         # Python float to float32 before a float64 computation.
         epsilon = ops.cast(self.epsilon, dtype)
-        gamma = self._param(self.gamma, dtype) if self.scale else 1.0
-        beta = self._param(self.beta, dtype) if self.center else 0.0
+        # Without scale or center, constant per-feature tensors stand in: they
+        # cost one per-feature op, and keep a single code path.
+        if self.scale:
+            gamma = self._param(self.gamma, dtype)
+        else:
+            gamma = ops.ones(self._broadcast_shape, dtype)
+        if self.center:
+            beta = self._param(self.beta, dtype)
+        else:
+            beta = ops.zeros(self._broadcast_shape, dtype)
         training = bool(training) and self.trainable
         mask = self._broadcastable_mask(mask, x)
 
@@ -419,35 +475,83 @@ class BatchNormalization(keras.layers.Layer):
                 y = functional.samplewise_normalize(x, gamma, beta, epsilon)
             return ops.cast(y, self.compute_dtype)
 
-        if self.mode == 0 and mask is None:
-            y, mean, std = functional.featurewise_train(
-                x,
-                gamma if self.scale else ops.ones(self._broadcast_shape, dtype),
-                beta if self.center else ops.zeros(self._broadcast_shape, dtype),
-                self._reduction_axes,
-                epsilon,
-            )
+        if self.virtual_batch_size is not None:
+            y, mean, std = self._train_ghost_batches(x, gamma, beta, epsilon, mask)
         else:
-            mean, std = functional.batch_moments(
-                x, self._reduction_axes, epsilon, mask
-            )
-            if self.mode == 0:
-                y = gamma * (x - mean) / (std + epsilon) + beta
-            else:
-                y = functional.samplewise_normalize(x, gamma, beta, epsilon)
+            y, mean, std = self._train(x, gamma, beta, epsilon, mask)
         self._update_running(mean, std)
         return ops.cast(y, self.compute_dtype)
 
+    def _train(self, x, gamma, beta, epsilon, mask, reduction_axes=None):
+        """Training output and batch statistics, over ``reduction_axes``."""
+        if reduction_axes is None:
+            reduction_axes = self._reduction_axes
+        if self.mode == 0 and mask is None and not self.synchronized:
+            return functional.featurewise_train(x, gamma, beta, reduction_axes, epsilon)
+        mean, std = functional.batch_moments(
+            x,
+            reduction_axes,
+            epsilon,
+            mask,
+            _sum_across_replicas if self.synchronized else None,
+        )
+        if self.mode == 0:
+            y = gamma * (x - mean) / (std + epsilon) + beta
+        else:
+            y = functional.samplewise_normalize(x, gamma, beta, epsilon)
+        return y, mean, std
+
+    def _train_ghost_batches(self, x, gamma, beta, epsilon, mask):
+        """Ghost batch normalization: statistics over each run of
+        ``virtual_batch_size`` samples; the running estimates follow the mean
+        of the ghost batches' statistics."""
+        size = self.virtual_batch_size
+        batch = x.shape[0]
+        if batch is not None and batch % size:
+            raise ValueError(
+                f"virtual_batch_size: the batch size must be a multiple of "
+                f"{size}, got a batch of {batch}."
+            )
+
+        def split(t):
+            return ops.reshape(t, (-1, size, *t.shape[1:]))
+
+        if mask is not None:
+            mask = split(ops.broadcast_to(mask, ops.shape(x)))
+        axes = tuple(a + 1 for a in self._reduction_axes)
+        y, mean, std = self._train(
+            split(x),
+            # The parameters broadcast over the ghost-batch axis.
+            ops.expand_dims(gamma, 0),
+            ops.expand_dims(beta, 0),
+            epsilon,
+            mask,
+            axes,
+        )
+        return (
+            ops.reshape(y, ops.shape(x)),
+            ops.mean(mean, axis=0),
+            ops.mean(std, axis=0),
+        )
+
     def _broadcastable_mask(self, mask, x):
+        """The mask with the input's rank, checked against the input's shape
+        (the input's shape without its last axis, as Keras masks come, or the
+        full shape)."""
         if mask is None:
             return None
-        ndim = len(x.shape)
-        if len(mask.shape) == ndim - 1:
+        mask_shape, x_shape = tuple(mask.shape), tuple(x.shape)
+        if len(mask_shape) == len(x_shape) - 1:
             mask = ops.expand_dims(mask, -1)
-        if len(mask.shape) != ndim:
+            mask_shape = (*mask_shape, 1)
+        fits = len(mask_shape) == len(x_shape) and all(
+            m is None or n is None or m == n or (i == len(x_shape) - 1 and m == 1)
+            for i, (m, n) in enumerate(zip(mask_shape, x_shape))
+        )
+        if not fits:
             raise ValueError(
                 "mask: expected the input's shape without its last axis "
-                f"({tuple(x.shape[:-1])}) or the input's shape, got "
+                f"{x_shape[:-1]} or the input's shape {x_shape}, got "
                 f"{tuple(mask.shape)}."
             )
         return mask
@@ -478,28 +582,20 @@ class BatchNormalization(keras.layers.Layer):
                 "axis": self.axis,
                 "center": self.center,
                 "scale": self.scale,
-                "gamma_initializer": initializers.serialize(
-                    self.gamma_initializer
-                ),
-                "beta_initializer": initializers.serialize(
-                    self.beta_initializer
-                ),
+                "gamma_initializer": initializers.serialize(self.gamma_initializer),
+                "beta_initializer": initializers.serialize(self.beta_initializer),
                 "running_mean_initializer": initializers.serialize(
                     self.running_mean_initializer
                 ),
                 "running_std_initializer": initializers.serialize(
                     self.running_std_initializer
                 ),
-                "gamma_regularizer": regularizers.serialize(
-                    self.gamma_regularizer
-                ),
-                "beta_regularizer": regularizers.serialize(
-                    self.beta_regularizer
-                ),
-                "gamma_constraint": constraints.serialize(
-                    self.gamma_constraint
-                ),
+                "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
+                "beta_regularizer": regularizers.serialize(self.beta_regularizer),
+                "gamma_constraint": constraints.serialize(self.gamma_constraint),
                 "beta_constraint": constraints.serialize(self.beta_constraint),
+                "synchronized": self.synchronized,
+                "virtual_batch_size": self.virtual_batch_size,
             }
         )
         return config

@@ -33,28 +33,36 @@ __all__ = [
 ]
 
 
-def batch_moments(x, axes, epsilon, mask=None):
+def batch_moments(x, axes, epsilon, mask=None, across_replicas=None):
     """Batch mean and seed std of ``x`` over ``axes`` (kept as size-1 dims).
 
     ``std = sqrt(mean((x - mean)**2) + epsilon)``. Positions where ``mask``
     (broadcastable to ``x``, true = keep) is false enter neither statistic.
+    ``across_replicas``, when given, sums a per-replica partial sum over all
+    replicas (an all-reduce): the statistics are then those of the global
+    batch, still in two passes (mean first, then squared deviations).
     """
-    if mask is None:
+    if mask is None and across_replicas is None:
         # Sums over a count, not ops.mean: Keras' torch mean computes float64
         # inputs in float32.
         count = _reduction_count(x, axes)
         mean = ops.sum(x, axis=axes, keepdims=True) / count
         variance = ops.sum(ops.square(x - mean), axis=axes, keepdims=True) / count
+        return mean, ops.sqrt(variance + epsilon)
+
+    def total(t):
+        t = ops.sum(t, axis=axes, keepdims=True)
+        return t if across_replicas is None else across_replicas(t)
+
+    if mask is None:
+        weights = ops.ones_like(x)
     else:
         weights = ops.broadcast_to(ops.cast(mask, x.dtype), ops.shape(x))
-        # A feature whose every position is masked gets count 0; the floor
-        # keeps its statistics at 0 instead of NaN.
-        count = ops.maximum(ops.sum(weights, axis=axes, keepdims=True), 1.0)
-        mean = ops.sum(x * weights, axis=axes, keepdims=True) / count
-        variance = (
-            ops.sum(ops.square(x - mean) * weights, axis=axes, keepdims=True)
-            / count
-        )
+    # A feature whose every position is masked gets count 0; the floor
+    # keeps its statistics at 0 instead of NaN.
+    count = ops.maximum(total(weights), 1.0)
+    mean = total(x * weights) / count
+    variance = total(ops.square(x - mean) * weights) / count
     return mean, ops.sqrt(variance + epsilon)
 
 
@@ -95,9 +103,7 @@ def samplewise_normalize(x, gamma, beta, epsilon):
 
 def _sum_to_shape(t, shape):
     """Sums ``t`` over the axes where ``shape`` has size 1 and ``t`` not."""
-    axes = tuple(
-        i for i, (n, m) in enumerate(zip(t.shape, shape)) if m == 1 and n != 1
-    )
+    axes = tuple(i for i, (n, m) in enumerate(zip(t.shape, shape)) if m == 1 and n != 1)
     return ops.sum(t, axis=axes, keepdims=True) if axes else t
 
 
@@ -142,9 +148,7 @@ def featurewise_train(x, gamma, beta, axes, epsilon):
             # dx = gamma / s * (dy - mean(dy) - x_hat * mean(dy * x_hat) * s / std)
             correction = (std + epsilon) / std
             dx = scale * (
-                upstream
-                - sum_dy / count
-                - x_hat * (sum_dy_x_hat * correction / count)
+                upstream - sum_dy / count - x_hat * (sum_dy_x_hat * correction / count)
             )
             return (
                 dx,

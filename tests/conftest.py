@@ -75,9 +75,7 @@ def loss_and_gradients(layer, x, upstream, **call_kwargs):
     non_trainable = [v.value for v in layer.non_trainable_variables]
 
     def loss_fn(x, trainable_values):
-        y, _ = layer.stateless_call(
-            trainable_values, non_trainable, x, **call_kwargs
-        )
+        y, _ = layer.stateless_call(trainable_values, non_trainable, x, **call_kwargs)
         return jax.numpy.sum(y * upstream)
 
     loss, grads = jax.value_and_grad(loss_fn, argnums=(0, 1))(

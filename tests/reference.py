@@ -46,6 +46,6 @@ def variance_form(x, gamma, beta, moving_mean, moving_variance, epsilon):
     return gamma * (x - moving_mean) / np.sqrt(moving_variance + epsilon) + beta
 
 
-def broadcast_shape(ndim, feature_axes):
-    """Shape tuple with -1 at the feature axes, for ``reshape``."""
-    return tuple(-1 if a in feature_axes else 1 for a in range(ndim))
+def broadcast_shape(x_shape, feature_axes):
+    """``x_shape`` with size 1 on every axis but the feature axes."""
+    return tuple(n if a in feature_axes else 1 for a, n in enumerate(x_shape))

@@ -19,7 +19,10 @@ from reference import (
 
 from keras_bn import BatchNormalization
 
-TOLERANCE = {"float32": dict(rtol=1e-5, atol=2e-5), "float64": dict(rtol=1e-10, atol=1e-10)}
+TOLERANCE = {
+    "float32": dict(rtol=1e-5, atol=2e-5),
+    "float64": dict(rtol=1e-10, atol=1e-10),
+}
 SHAPES = [(16, 5), (8, 4, 3), (6, 3, 4, 2)]
 
 
@@ -111,13 +114,19 @@ def test_mode0_training_output_and_running_estimates(rng, shape, epsilon, dtype)
         layer = BatchNormalization(shape[1:], epsilon, 0, 0.7, weights, dtype=dtype)
         y = layer(x, training=True)
         mean, std = seed_batch_statistics(x, epsilon)
-        assert_close(y, seed_featurewise(x, weights[0], weights[1], mean, std, epsilon), dtype)
+        assert_close(
+            y, seed_featurewise(x, weights[0], weights[1], mean, std, epsilon), dtype
+        )
         _, _, running_mean, running_std = layer.get_weights()
         np.testing.assert_allclose(
-            running_mean, seed_running_update(weights[2], mean[0], 0.7), **TOLERANCE[dtype]
+            running_mean,
+            seed_running_update(weights[2], mean[0], 0.7),
+            **TOLERANCE[dtype],
         )
         np.testing.assert_allclose(
-            running_std, seed_running_update(weights[3], std[0], 0.7), **TOLERANCE[dtype]
+            running_std,
+            seed_running_update(weights[3], std[0], 0.7),
+            **TOLERANCE[dtype],
         )
 
 
@@ -170,8 +179,12 @@ def test_running_estimates_after_several_steps(rng, momentum):
         mean, std = seed_batch_statistics(x, 1e-3)
         running_mean = seed_running_update(running_mean, mean[0], momentum)
         running_std = seed_running_update(running_std, std[0], momentum)
-    np.testing.assert_allclose(layer.get_weights()[2], running_mean, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(layer.get_weights()[3], running_std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        layer.get_weights()[2], running_mean, rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        layer.get_weights()[3], running_std, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_frozen_layer_runs_in_inference_and_keeps_its_estimates(rng):
@@ -205,7 +218,10 @@ def test_gradients_match_finite_differences(rng, mode, shape):
         gamma, beta = rng.uniform(0.5, 1.5, shape[1:]), rng.normal(size=shape[1:])
         upstream = rng.normal(size=shape)
         layer = BatchNormalization(
-            shape[1:], 1e-3, mode, weights=[gamma, beta, np.zeros(shape[1:]), np.ones(shape[1:])],
+            shape[1:],
+            1e-3,
+            mode,
+            weights=[gamma, beta, np.zeros(shape[1:]), np.ones(shape[1:])],
             dtype="float64",
         )
         _, (dx, dgamma, dbeta) = loss_and_gradients(layer, x, upstream, training=True)
@@ -218,9 +234,15 @@ def test_gradients_match_finite_differences(rng, mode, shape):
             y = seed_samplewise(x, gamma, beta, 1e-3)
         return np.sum(y * upstream)
 
-    np.testing.assert_allclose(dx, numeric_gradient(lambda v: loss(v, gamma, beta), x), atol=1e-7)
-    np.testing.assert_allclose(dgamma, numeric_gradient(lambda v: loss(x, v, beta), gamma), atol=1e-7)
-    np.testing.assert_allclose(dbeta, numeric_gradient(lambda v: loss(x, gamma, v), beta), atol=1e-7)
+    np.testing.assert_allclose(
+        dx, numeric_gradient(lambda v: loss(v, gamma, beta), x), atol=1e-7
+    )
+    np.testing.assert_allclose(
+        dgamma, numeric_gradient(lambda v: loss(x, v, beta), gamma), atol=1e-7
+    )
+    np.testing.assert_allclose(
+        dbeta, numeric_gradient(lambda v: loss(x, gamma, v), beta), atol=1e-7
+    )
 
 
 # -- models, fit and compilation ----------------------------------------------
@@ -265,12 +287,20 @@ def test_train_on_batch_updates_estimates_and_predict_uses_them(rng, kind, jit_c
         mean, std = seed_batch_statistics(x, 1e-6)
         running_mean = seed_running_update(running_mean, mean[0], 0.9)
         running_std = seed_running_update(running_std, std[0], 0.9)
-    layer = [lay for lay in model._flatten_layers() if isinstance(lay, BatchNormalization)][0]
-    np.testing.assert_allclose(layer.get_weights()[2], running_mean, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(layer.get_weights()[3], running_std, rtol=1e-5, atol=1e-5)
+    layer = [
+        lay for lay in model._flatten_layers() if isinstance(lay, BatchNormalization)
+    ][0]
+    np.testing.assert_allclose(
+        layer.get_weights()[2], running_mean, rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        layer.get_weights()[3], running_std, rtol=1e-5, atol=1e-5
+    )
     x = rng.normal(size=(5, *shape)).astype("float32")
     expected = seed_featurewise(x, 1.0, 0.0, running_mean, running_std, 1e-6)
-    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-4
+    )
     loss = model.evaluate(x, expected, verbose=0)
     assert loss < 1e-8
 
@@ -302,7 +332,9 @@ def test_config_round_trip():
 @pytest.mark.parametrize("fmt", [".keras", ".weights.h5"])
 def test_saved_model_loads_in_fresh_process(rng, tmp_path, fmt):
     shape = (5,)
-    model = keras.Sequential([keras.Input(shape), keras.layers.Dense(5), BatchNormalization(mode=0)])
+    model = keras.Sequential(
+        [keras.Input(shape), keras.layers.Dense(5), BatchNormalization(mode=0)]
+    )
     model.compile(keras.optimizers.SGD(0.1), "mse")
     x = rng.normal(size=(32, 5)).astype("float32")
     model.fit(x, x, batch_size=8, epochs=2, verbose=0)

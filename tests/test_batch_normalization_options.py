@@ -1,0 +1,372 @@
+"""The options shared with keras.layers.BatchNormalization: axis, center and
+scale, initializers, regularizers, constraints, masking, mixed precision."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+from reference import (
+    broadcast_shape,
+    seed_batch_statistics,
+    seed_featurewise,
+    seed_running_update,
+    seed_samplewise,
+    variance_form,
+)
+
+from keras_bn import BatchNormalization
+
+# -- axis -----------------------------------------------------------------------
+
+AXES = [(-1, (3,)), (1, (5,)), ((1, 2), (5, 4)), ((1, -1), (5, 3)), (None, (5, 4, 3))]
+
+
+@pytest.mark.parametrize("axis, param_shape", AXES)
+def test_axis_per_feature_map_statistics(rng, axis, param_shape):
+    x = rng.normal(1.0, 2.0, size=(6, 5, 4, 3)).astype("float32")
+    layer = BatchNormalization(axis=axis, momentum=0.6)
+    gamma = rng.uniform(0.5, 1.5, param_shape)
+    beta = rng.normal(size=param_shape)
+    layer.build(x.shape)
+    layer.set_weights([gamma, beta, np.zeros(param_shape), np.ones(param_shape)])
+    assert layer.get_weights()[0].shape == param_shape
+
+    feature_axes = {1, 2, 3} if axis is None else {a % 4 for a in np.atleast_1d(axis)}
+    reduction_axes = tuple(a for a in range(4) if a not in feature_axes)
+    shape = broadcast_shape(x.shape, feature_axes)
+    g, b = gamma.reshape(shape), beta.reshape(shape)
+    mean, std = seed_batch_statistics(x, 1e-6, reduction_axes)
+    np.testing.assert_allclose(
+        to_numpy(layer(x, training=True)),
+        seed_featurewise(x, g, b, mean, std, 1e-6),
+        rtol=1e-5,
+        atol=2e-5,
+    )
+    running_mean = seed_running_update(0.0, mean, 0.6)
+    running_std = seed_running_update(1.0, std, 0.6)
+    np.testing.assert_allclose(
+        layer.get_weights()[2], running_mean.reshape(param_shape), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        layer.get_weights()[3], running_std.reshape(param_shape), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        to_numpy(layer(x)),
+        seed_featurewise(x, g, b, running_mean, running_std, 1e-6),
+        rtol=1e-5,
+        atol=2e-5,
+    )
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_mode1_with_axis_is_samplewise_over_the_last_axis(rng, training):
+    x = rng.normal(size=(4, 5, 3)).astype("float32")
+    layer = BatchNormalization(mode=1, axis=1)
+    layer.build(x.shape)
+    gamma, beta = rng.uniform(0.5, 1.5, (5,)), rng.normal(size=(5,))
+    layer.set_weights([gamma, beta, np.zeros(5), np.ones(5)])
+    expected = seed_samplewise(x, gamma.reshape(1, 5, 1), beta.reshape(1, 5, 1), 1e-6)
+    np.testing.assert_allclose(
+        to_numpy(layer(x, training=training)), expected, rtol=1e-5, atol=2e-5
+    )
+
+
+def test_matches_stock_keras_layer_with_converted_statistics(rng):
+    """Both forms agree at inference when rs = sqrt(mv + ek) - e."""
+    x = rng.normal(size=(32, 4, 6)).astype("float32")
+    stock = keras.layers.BatchNormalization(axis=-1, epsilon=1e-3)
+    stock.build(x.shape)
+    gamma, beta = rng.uniform(0.5, 1.5, 6), rng.normal(size=6)
+    moving_mean, moving_variance = rng.normal(size=6), rng.uniform(0.2, 3.0, 6)
+    stock.set_weights([gamma, beta, moving_mean, moving_variance])
+    ours = BatchNormalization(axis=-1, epsilon=1e-6)
+    ours.build(x.shape)
+    running_std = np.sqrt(moving_variance + 1e-3) - 1e-6
+    ours.set_weights([gamma, beta, moving_mean, running_std])
+    np.testing.assert_allclose(
+        to_numpy(ours(x)), to_numpy(stock(x)), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        to_numpy(ours(x)),
+        variance_form(x, gamma, beta, moving_mean, moving_variance, 1e-3),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_running_statistics_match_stock_keras_layer(rng):
+    """Same batch mean; running_std**2 - epsilon is the stock layer's variance
+    (momentum 0 keeps exactly the last batch's statistics)."""
+    x = rng.normal(2.0, 3.0, size=(64, 5, 3)).astype("float32")
+    stock = keras.layers.BatchNormalization(axis=-1, momentum=0.0, epsilon=1e-3)
+    ours = BatchNormalization(axis=-1, momentum=0.0, epsilon=1e-3)
+    stock(x, training=True)
+    ours(x, training=True)
+    _, _, moving_mean, moving_variance = stock.get_weights()
+    _, _, running_mean, running_std = ours.get_weights()
+    np.testing.assert_allclose(running_mean, moving_mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        running_std**2 - 1e-3, moving_variance, rtol=1e-4, atol=1e-5
+    )
+
+
+# -- center and scale -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("center", [True, False])
+@pytest.mark.parametrize("scale", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_center_and_scale(rng, center, scale, training):
+    x = rng.normal(size=(8, 3)).astype("float32")
+    gamma, beta = rng.uniform(0.5, 1.5, 3), rng.normal(size=3)
+    running_mean, running_std = rng.normal(size=3), rng.uniform(0.5, 2, 3)
+    weights = (
+        ([gamma] if scale else [])
+        + ([beta] if center else [])
+        + [running_mean, running_std]
+    )
+    layer = BatchNormalization((3,), center=center, scale=scale, weights=weights)
+    assert len(layer.get_weights()) == len(weights)
+    assert [w.name for w in layer.trainable_weights] == (["gamma"] if scale else []) + (
+        ["beta"] if center else []
+    )
+    g = gamma if scale else 1.0
+    b = beta if center else 0.0
+    if training:
+        mean, std = seed_batch_statistics(x, 1e-6)
+    else:
+        mean, std = running_mean, running_std
+    np.testing.assert_allclose(
+        to_numpy(layer(x, training=training)),
+        seed_featurewise(x, g, b, mean, std, 1e-6),
+        rtol=1e-5,
+        atol=2e-5,
+    )
+    with pytest.raises(ValueError, match=f"{len(weights)} arrays"):
+        layer.set_weights(weights + [gamma])
+
+
+# -- initializers, regularizers, constraints -------------------------------------
+
+ALL_OPTIONS = dict(
+    input_shape=(4, 3),
+    epsilon=1e-3,
+    mode=1,
+    momentum=0.8,
+    axis=-1,
+    center=False,
+    scale=True,
+    gamma_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=3),
+    beta_initializer="ones",
+    running_mean_initializer=keras.initializers.Constant(0.5),
+    running_std_initializer="ones",
+    gamma_regularizer=keras.regularizers.L2(0.01),
+    beta_regularizer="l1",
+    gamma_constraint=keras.constraints.NonNeg(),
+    beta_constraint=keras.constraints.MaxNorm(2.0),
+    virtual_batch_size=2,
+    name="every_option",
+)
+
+
+def test_every_option_survives_config_and_saving(tmp_path, rng):
+    layer = BatchNormalization(**ALL_OPTIONS)
+    config = layer.get_config()
+    clone = BatchNormalization.from_config(config)
+    assert clone.get_config() == config
+    assert isinstance(clone.gamma_constraint, keras.constraints.NonNeg)
+    assert isinstance(clone.gamma_regularizer, keras.regularizers.L2)
+    np.testing.assert_allclose(clone.get_weights()[1], 0.5)  # running_mean init
+
+    model = keras.Sequential([layer])
+    x = rng.normal(size=(6, 4, 3)).astype("float32")
+    expected = to_numpy(model(x))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.layers[0].get_config() == config
+    np.testing.assert_allclose(to_numpy(loaded(x)), expected, rtol=1e-6)
+
+
+def test_initializers_by_name_and_object():
+    layer = BatchNormalization(
+        (2, 3),
+        axis=1,
+        gamma_initializer=keras.initializers.Constant(2.0),
+        beta_initializer="ones",
+        running_mean_initializer="ones",
+        running_std_initializer=keras.initializers.Constant(3.0),
+    )
+    gamma, beta, running_mean, running_std = layer.get_weights()
+    np.testing.assert_array_equal(gamma, np.full((2,), 2.0))
+    np.testing.assert_array_equal(beta, np.ones(2))
+    np.testing.assert_array_equal(running_mean, np.ones(2))
+    np.testing.assert_array_equal(running_std, np.full((2,), 3.0))
+
+
+def test_regularizers_add_their_losses(rng):
+    gamma, beta = rng.normal(size=3), rng.normal(size=3)
+    layer = BatchNormalization(
+        (3,),
+        weights=[gamma, beta, np.zeros(3), np.ones(3)],
+        gamma_regularizer=keras.regularizers.L2(0.1),
+        beta_regularizer=keras.regularizers.L1(0.2),
+    )
+    total = sum(float(to_numpy(loss)) for loss in layer.losses)
+    expected = 0.1 * np.sum(gamma**2) + 0.2 * np.sum(np.abs(beta))
+    np.testing.assert_allclose(total, expected, rtol=1e-5)
+
+
+def test_constraints_apply_after_each_step(rng):
+    x = rng.normal(size=(32, 3)).astype("float32")
+    model = keras.Sequential(
+        [BatchNormalization((3,), gamma_constraint=keras.constraints.NonNeg())]
+    )
+    # The target pulls gamma strongly negative; NonNeg clips it at 0.
+    model.compile(keras.optimizers.SGD(1.0), "mse")
+    model.fit(x, -5.0 * x, batch_size=32, epochs=3, verbose=0)
+    assert np.all(model.layers[0].get_weights()[0] >= 0.0)
+
+
+# -- masking ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("axis", [None, -1])
+def test_masked_positions_enter_no_statistics(rng, axis):
+    x = rng.normal(size=(6, 5, 3)).astype("float32")
+    mask = rng.uniform(size=(6, 5)) > 0.3
+    mask[:, 0] = True  # every per-activation statistic keeps some samples
+    x_with_garbage = np.where(mask[..., None], x, 1e4).astype("float32")
+    layer = BatchNormalization(axis=axis, momentum=0.0)
+    y = to_numpy(layer(x_with_garbage, training=True, mask=mask))
+    reduction_axes = (0,) if axis is None else (0, 1)
+    mean, std = seed_batch_statistics(x, 1e-6, reduction_axes, mask[..., None])
+    expected = seed_featurewise(x, 1.0, 0.0, mean, std, 1e-6)
+    np.testing.assert_allclose(y[mask], expected[mask], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        layer.get_weights()[2], mean.reshape(layer.get_weights()[2].shape), atol=1e-4
+    )
+    np.testing.assert_allclose(
+        layer.get_weights()[3], std.reshape(layer.get_weights()[3].shape), atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("masking_layer", ["embedding", "masking"])
+def test_mask_propagates_from_embedding_and_masking(rng, masking_layer):
+    if masking_layer == "embedding":
+        tokens = rng.integers(1, 10, size=(8, 6))
+        tokens[:, 4:] = 0
+        data = tokens
+        first = keras.layers.Embedding(10, 3, mask_zero=True)
+    else:
+        data = rng.normal(size=(8, 6, 3)).astype("float32")
+        data[:, 4:] = 0.0
+        first = keras.layers.Masking(0.0)
+    layer = BatchNormalization(axis=-1, momentum=0.0)
+    model = keras.Sequential([first, layer])
+    model(data, training=True)  # Keras hands the mask on to the next layer
+    features = to_numpy(first(data))[:, :4].reshape(-1, 3)
+    np.testing.assert_allclose(layer.get_weights()[2], features.mean(0), atol=1e-5)
+    np.testing.assert_allclose(
+        layer.get_weights()[3], np.sqrt(features.var(0) + 1e-6), atol=1e-5
+    )
+    assert layer.supports_masking
+
+
+def test_mask_of_the_wrong_shape(rng):
+    layer = BatchNormalization(axis=-1)
+    x = rng.normal(size=(4, 5, 3)).astype("float32")
+    with pytest.raises(ValueError, match="mask"):
+        layer(x, training=True, mask=np.ones((4, 6), dtype=bool))
+    with pytest.raises(ValueError, match="mask"):
+        layer(x, training=True, mask=np.ones((4,), dtype=bool))
+
+
+# -- mixed precision ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision(rng, policy):
+    compute = policy.split("_")[1]
+    x = rng.uniform(-6e4, 6e4, size=(32, 4, 3)).astype("float32")
+    layer = BatchNormalization(axis=-1, dtype=policy)
+    y = layer(keras.ops.cast(x, compute), training=True)
+    assert keras.backend.standardize_dtype(y.dtype) == compute
+    assert all(w.dtype == "float32" for w in layer.weights)
+    assert np.all(np.isfinite(to_numpy(keras.ops.cast(y, "float32"))))
+    for array in layer.get_weights():
+        assert np.all(np.isfinite(array))
+    x_seen = to_numpy(keras.ops.cast(keras.ops.cast(x, compute), "float32"))
+    mean, std = seed_batch_statistics(x_seen, 1e-6, (0, 1))
+    np.testing.assert_allclose(
+        layer.get_weights()[2], 0.1 * mean.ravel(), rtol=1e-4, atol=1.0
+    )
+    np.testing.assert_allclose(
+        layer.get_weights()[3], 0.9 + 0.1 * std.ravel(), rtol=1e-4
+    )
+    inference = to_numpy(keras.ops.cast(layer(keras.ops.cast(x, compute)), "float32"))
+    assert np.all(np.isfinite(inference))
+
+
+# -- bad values ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(axis=3), "out of range"),
+        (dict(axis=-4), "out of range"),
+        (dict(axis=(1, -2)), "same axis"),
+        (dict(axis=0), "batch axis"),
+    ],
+)
+def test_bad_axis_at_build_leaves_the_layer_unbuilt(rng, kwargs, message):
+    layer = BatchNormalization(**kwargs)
+    with pytest.raises(ValueError, match=message):
+        layer(rng.normal(size=(2, 3, 4)).astype("float32"))
+    assert not layer.built and not layer.weights
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(axis=(1, 1)), "distinct"),
+        (dict(axis="channels"), "axis"),
+        (dict(axis=()), "axis"),
+        (dict(gamma_initializer="no_such_initializer"), "initializer"),
+        (dict(beta_regularizer="no_such_regularizer"), "regularizer"),
+        (dict(virtual_batch_size=0), "virtual_batch_size"),
+    ],
+)
+def test_bad_option_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BatchNormalization(**kwargs)
+
+
+# -- Keras' own layer contract, with options ------------------------------------------
+
+
+@pytest.mark.skipif(
+    not (3, 10) <= tuple(int(p) for p in keras.__version__.split(".")[:2]) < (3, 16),
+    reason="run_layer_test is private Keras API, checked on Keras 3.10 to 3.15",
+)
+@pytest.mark.parametrize(
+    "kwargs, trainable",
+    [
+        (dict(axis=-1, center=False), 1),
+        (dict(axis=(1, 2), scale=False, mode=1), 1),
+        (dict(axis=1, gamma_regularizer="l2"), 2),
+    ],
+)
+def test_keras_layer_contract_with_options(kwargs, trainable):
+    from keras.src.testing import TestCase
+
+    TestCase().run_layer_test(
+        BatchNormalization,
+        init_kwargs=kwargs,
+        input_shape=(4, 3, 2),
+        expected_output_shape=(4, 3, 2),
+        expected_num_trainable_weights=trainable,
+        expected_num_non_trainable_weights=2,
+        expected_num_losses=1 if "gamma_regularizer" in kwargs else 0,
+        supports_masking=True,
+    )
