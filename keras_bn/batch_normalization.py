@@ -327,6 +327,7 @@ class BatchNormalization(keras.layers.Layer):
         self.running_mean = self.add_weight(
             shape=param_shape,
             name="running_mean",
+            aggregation="mean",
             initializer=self.running_mean_initializer,
             trainable=False,
             autocast=False,
@@ -334,6 +335,7 @@ class BatchNormalization(keras.layers.Layer):
         self.running_std = self.add_weight(
             shape=param_shape,
             name="running_std",
+            aggregation="mean",
             initializer=self.running_std_initializer,
             trainable=False,
             autocast=False,
