@@ -119,3 +119,19 @@ def test_virtual_batch_size_with_synchronized_is_refused():
         pytest.skip("synchronized is refused on torch already")
     with pytest.raises(ValueError, match="virtual_batch_size"):
         BatchNormalization(virtual_batch_size=4, synchronized=True)
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="Keras distributes on JAX and TF")
+def test_distributed_demo_shows_global_statistics():
+    script = os.path.join(os.path.dirname(HERE), "scripts", "distributed_demo.py")
+    result = subprocess.run(
+        [sys.executable, script, "--devices", "2", "--steps", "20"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "KERAS_BACKEND": BACKEND},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    mean_gap, std_gap = (float(part.split()[-1]) for part in last.split(","))
+    assert mean_gap < 1e-5 and std_gap < 1e-5, last
