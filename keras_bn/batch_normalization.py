@@ -498,7 +498,8 @@ class BatchNormalization(keras.layers.Layer):
             _sum_across_replicas if self.synchronized else None,
         )
         if self.mode == 0:
-            y = gamma * (x - mean) / (std + epsilon) + beta
+            # Autodiff differentiates through mean and std here.
+            y = functional.normalize_inference(x, gamma, beta, mean, std, epsilon)
         else:
             y = functional.samplewise_normalize(x, gamma, beta, epsilon)
         return y, mean, std
@@ -530,10 +531,13 @@ class BatchNormalization(keras.layers.Layer):
             mask,
             axes,
         )
+        # A sum over a count, not ops.mean, which computes float64 in float32
+        # on the torch backend.
+        ghosts = ops.cast(ops.shape(x)[0] // size, x.dtype)
         return (
             ops.reshape(y, ops.shape(x)),
-            ops.mean(mean, axis=0),
-            ops.mean(std, axis=0),
+            ops.sum(mean, axis=0) / ghosts,
+            ops.sum(std, axis=0) / ghosts,
         )
 
     def _broadcastable_mask(self, mask, x):
