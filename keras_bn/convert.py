@@ -1,0 +1,307 @@
+"""Conversions between keras_bn.BatchNormalization and its descendants.
+
+Every other Batch Normalization keeps a running *variance* where the seed
+keeps a running *standard deviation*, and each puts its epsilon elsewhere
+(SEMANTICS.md, "Exact conversion at inference"). The converters here carry
+the weights over so that the two layers agree at inference for every input:
+
+- `from_keras` / `to_keras`: to and from `keras.layers.BatchNormalization`;
+- `from_torch`: from `torch.nn.BatchNorm1d`, `BatchNorm2d` and `BatchNorm3d`.
+
+`convert_running_statistic` does the arithmetic from any source form; the
+legacy file loader (`keras_bn.legacy`) uses it too.
+"""
+
+import keras
+import numpy as np
+
+from keras_bn import functional
+from keras_bn.batch_normalization import BatchNormalization
+
+__all__ = ["convert_running_statistic", "from_keras", "from_torch", "to_keras"]
+
+# How a source normalizes with its fourth array ``a`` and its epsilon ``e``:
+# "std": (x - m) / (a + e), the seed and Keras up to 1.0.5;
+# "variance": (x - m) / sqrt(a + e), Keras 1.0.7 on, Keras 2 and 3, PyTorch;
+# "theano_variance": (x - m) / (sqrt(a) + e), Keras 1.0.7 to 1.0.8 on Theano.
+SOURCE_FORMS = ("std", "variance", "theano_variance")
+
+
+def convert_running_statistic(
+    fourth, form, epsilon, target_form, target_epsilon, label
+):
+    """The fourth array of a target layer that normalizes as the source did.
+
+    Args:
+        fourth: The source's fourth array (its std or variance).
+        form: How the source used it, one of ``SOURCE_FORMS``.
+        epsilon: The source's epsilon.
+        target_form: ``"std"`` for a keras_bn layer (``running_std``) or
+            ``"variance"`` for a stock Keras layer (``moving_variance``).
+        target_epsilon: The target layer's epsilon.
+        label: What error messages call the layer, e.g. ``"Layer 'bn'"``.
+
+    Returns:
+        A float64 array equal to the source at inference: the two
+        denominators are equal.
+
+    Raises:
+        ValueError: when the target cannot express the source's denominator
+            (it would need a negative std or variance).
+    """
+    fourth = np.asarray(fourth, dtype="float64")
+    # Every form as a seed-form std with its own epsilon: the denominator is
+    # std + std_epsilon in all three.
+    if form == "std":
+        std, std_epsilon = fourth, epsilon
+    elif form == "variance":
+        std, std_epsilon = functional.std_from_variance(fourth, epsilon, 0.0), 0.0
+    else:
+        std, std_epsilon = functional.std_from_variance(fourth, 0.0, 0.0), epsilon
+    if target_form == "variance":
+        try:
+            return functional.variance_from_std(std, std_epsilon, target_epsilon)
+        except ValueError as error:
+            raise ValueError(
+                f"{label}: moving_variance would be negative: "
+                f"{error} Use a smaller epsilon."
+            ) from None
+    running_std = functional.std_from_variance(
+        functional.variance_from_std(std, std_epsilon, 0.0), 0.0, target_epsilon
+    )
+    if np.any(running_std < 0):
+        raise ValueError(
+            f"{label}: running_std would be negative (minimum "
+            f"{running_std.min()}): the source's denominator is smaller than "
+            f"the target epsilon {target_epsilon}. Use a smaller epsilon."
+        )
+    return running_std
+
+
+def _built_input_rank(layer):
+    if not layer.built or layer.input_spec is None or layer.input_spec.ndim is None:
+        raise ValueError(
+            f"layer: '{layer.name}' must be built (called once, or build() with "
+            "an input shape) so that its weights exist."
+        )
+    return layer.input_spec.ndim
+
+
+def _affine(layer):
+    """``(gamma, beta)`` as float64 arrays, ``None`` where the layer has none."""
+    gamma = np.asarray(layer.gamma.numpy(), "float64") if layer.scale else None
+    beta = np.asarray(layer.beta.numpy(), "float64") if layer.center else None
+    return gamma, beta
+
+
+def _weight_list(gamma, beta, mean, fourth):
+    return [w for w in (gamma, beta) if w is not None] + [mean, fourth]
+
+
+def _build_for_axis(layer, rank, axis, size):
+    """Builds ``layer`` for inputs of ``rank`` whose feature ``axis`` has
+    ``size`` entries; the other sizes stay unknown."""
+    shape = [None] * rank
+    shape[axis] = size
+    layer.build(tuple(shape))
+
+
+def from_keras(layer):
+    """A `keras_bn.BatchNormalization` equal at inference to a stock layer.
+
+    ``running_std = sqrt(moving_variance + epsilon) - epsilon``, both
+    epsilons the stock layer's; axis, momentum (the same convention:
+    ``new = momentum * old + (1 - momentum) * batch``), center, scale,
+    regularizers, constraints, dtype, name and trainability carry over. In
+    training the two differ as their formulas do (the seed adds epsilon
+    twice).
+
+    Args:
+        layer: A built `keras.layers.BatchNormalization`.
+
+    Returns:
+        A built `keras_bn.BatchNormalization` with the converted weights.
+    """
+    if not isinstance(layer, keras.layers.BatchNormalization):
+        raise TypeError(
+            "layer: expected a keras.layers.BatchNormalization, got "
+            f"{type(layer).__name__}."
+        )
+    rank = _built_input_rank(layer)
+    converted = BatchNormalization(
+        epsilon=layer.epsilon,
+        momentum=layer.momentum,
+        axis=layer.axis,
+        center=layer.center,
+        scale=layer.scale,
+        gamma_regularizer=layer.gamma_regularizer,
+        beta_regularizer=layer.beta_regularizer,
+        gamma_constraint=layer.gamma_constraint,
+        beta_constraint=layer.beta_constraint,
+        name=layer.name,
+        dtype=layer.dtype_policy,
+        trainable=layer.trainable,
+    )
+    _build_for_axis(converted, rank, layer.axis, layer.moving_mean.shape[0])
+    gamma, beta = _affine(layer)
+    running_std = convert_running_statistic(
+        layer.moving_variance.numpy(),
+        "variance",
+        layer.epsilon,
+        "std",
+        converted.epsilon,
+        f"Layer '{layer.name}'",
+    )
+    converted.set_weights(
+        _weight_list(gamma, beta, np.asarray(layer.moving_mean.numpy()), running_std)
+    )
+    return converted
+
+
+def to_keras(layer, *, epsilon=None):
+    """A `keras.layers.BatchNormalization` equal at inference to a keras_bn one.
+
+    ``moving_variance = (running_std + e)**2 - epsilon``, with ``e`` the
+    keras_bn layer's epsilon and ``epsilon`` the new layer's. The stock layer
+    normalizes one feature axis, so the keras_bn layer must be mode 0 with a
+    single feature axis (``axis`` an int, or ``None`` on samples of rank 1).
+
+    Args:
+        layer: A built `keras_bn.BatchNormalization`.
+        epsilon: The stock layer's epsilon; default the keras_bn layer's.
+            The conversion needs ``(running_std + e)**2 >= epsilon``.
+
+    Returns:
+        A built `keras.layers.BatchNormalization` with the converted weights,
+        the same momentum, center, scale, regularizers, constraints, dtype,
+        name and trainability.
+    """
+    if not isinstance(layer, BatchNormalization):
+        raise TypeError(
+            "layer: expected a keras_bn.BatchNormalization, got "
+            f"{type(layer).__name__}."
+        )
+    if layer.mode != 0:
+        raise ValueError(
+            f"layer: '{layer.name}' has mode={layer.mode} (samplewise); "
+            "keras.layers.BatchNormalization only normalizes featurewise (mode 0)."
+        )
+    rank = _built_input_rank(layer)
+    feature_axes = layer._feature_axes(rank)
+    if len(feature_axes) != 1:
+        raise ValueError(
+            f"layer: '{layer.name}' keeps statistics over the feature axes "
+            f"{feature_axes} (axis={layer.axis!r}, inputs of rank {rank}); "
+            "keras.layers.BatchNormalization keeps them over one axis only."
+        )
+    if epsilon is None:
+        epsilon = layer.epsilon
+    # Converted before the new layer exists: a failure leaves nothing behind.
+    moving_variance = convert_running_statistic(
+        layer.running_std.numpy(),
+        "std",
+        layer.epsilon,
+        "variance",
+        epsilon,
+        f"Layer '{layer.name}'",
+    )
+    converted = keras.layers.BatchNormalization(
+        axis=feature_axes[0],
+        momentum=layer.momentum,
+        epsilon=epsilon,
+        center=layer.center,
+        scale=layer.scale,
+        gamma_regularizer=layer.gamma_regularizer,
+        beta_regularizer=layer.beta_regularizer,
+        gamma_constraint=layer.gamma_constraint,
+        beta_constraint=layer.beta_constraint,
+        name=layer.name,
+        dtype=layer.dtype_policy,
+        trainable=layer.trainable,
+    )
+    _build_for_axis(converted, rank, feature_axes[0], moving_variance.shape[0])
+    gamma, beta = _affine(layer)
+    converted.set_weights(
+        _weight_list(
+            gamma, beta, np.asarray(layer.running_mean.numpy()), moving_variance
+        )
+    )
+    return converted
+
+
+def from_torch(module, *, axis=1, momentum=None):
+    """A `keras_bn.BatchNormalization` equal at inference to a PyTorch one.
+
+    PyTorch keeps ``running_var`` and normalizes with ``sqrt(running_var +
+    eps)``; the layer gets ``running_std = sqrt(running_var + eps) - eps``
+    and ``epsilon=eps``. PyTorch updates with ``new = (1 - m) * old + m *
+    batch``, so the layer's momentum is ``1 - m``. (PyTorch feeds the
+    unbiased batch variance into its update, the seed the biased one: the
+    two agree at inference, not step for step in training.)
+
+    Args:
+        module: A `torch.nn.BatchNorm1d`, `BatchNorm2d` or `BatchNorm3d` with
+            running statistics (``track_running_stats=True``).
+        axis: The feature axis of the Keras inputs: 1, PyTorch's channels
+            first layout (default), or -1 for channels-last data.
+        momentum: The layer's momentum. Required when the module's momentum
+            is None (a cumulative average over all batches, which the layer
+            does not keep; `keras_bn.recompute_statistics` computes one);
+            otherwise it defaults to ``1 - module.momentum``.
+
+    Returns:
+        A `keras_bn.BatchNormalization` in the module's dtype that builds on
+        its first call (BatchNorm1d takes inputs of rank 2 or 3), with the
+        converted weights; ``scale`` and ``center`` follow the module's
+        ``weight`` and ``bias``.
+    """
+    try:
+        import torch
+    except ImportError:
+        raise TypeError(
+            "module: expected a torch.nn.BatchNorm1d/2d/3d, but PyTorch is not "
+            "installed."
+        ) from None
+    kinds = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+    if not isinstance(module, kinds):
+        raise TypeError(
+            "module: expected a torch.nn.BatchNorm1d, BatchNorm2d or BatchNorm3d, "
+            f"got {type(module).__name__}."
+        )
+    if module.running_mean is None or module.running_var is None:
+        raise ValueError(
+            "module: track_running_stats=False normalizes with the batch "
+            "statistics at inference too; keras_bn.BatchNormalization has no "
+            "such mode. Use a module with running statistics."
+        )
+    if momentum is None:
+        if module.momentum is None:
+            raise ValueError(
+                "momentum: the module's momentum is None (a cumulative average); "
+                "pass the keras_bn momentum to use, e.g. momentum=0.9, and "
+                "keras_bn.recompute_statistics for a cumulative average."
+            )
+        momentum = 1.0 - module.momentum
+
+    def array(tensor):
+        return None if tensor is None else tensor.detach().cpu().double().numpy()
+
+    running_std = convert_running_statistic(
+        array(module.running_var), "variance", module.eps, "std", module.eps, "module"
+    )
+    # Built on the first call, when the input's rank is known; the weights
+    # apply then.
+    return BatchNormalization(
+        epsilon=module.eps,
+        momentum=momentum,
+        weights=_weight_list(
+            array(module.weight),
+            array(module.bias),
+            array(module.running_mean),
+            running_std,
+        ),
+        axis=axis,
+        center=module.bias is not None,
+        scale=module.weight is not None,
+        dtype=str(module.running_mean.dtype).removeprefix("torch."),
+    )
