@@ -19,6 +19,7 @@ import time
 
 TARGET_ACCURACY = 0.95
 LABEL_WIDTH = 14
+NOT_REACHED = "not reached"
 
 
 def positive_int(text):
@@ -73,7 +74,7 @@ def table_rows(record):
 
 def print_table(records):
     labels = list(records)
-    width = max(12, *(len(label) + 2 for label in labels))
+    width = 2 + max(len(NOT_REACHED), *(len(label) for label in labels))
     print(f"{'step':>{LABEL_WIDTH}}" + "".join(f"{label:>{width}}" for label in labels))
     first = records[labels[0]]
     for row in table_rows(first):
@@ -88,7 +89,7 @@ def print_table(records):
     print(
         f"{f'steps to {TARGET_ACCURACY:.0%}':>{LABEL_WIDTH}}"
         + "".join(
-            f"{'not reached' if steps is None else steps:>{width}}"
+            f"{NOT_REACHED if steps is None else steps:>{width}}"
             for steps in reached.values()
         )
     )
