@@ -101,6 +101,23 @@ class LegacyWeights:
     model_config: dict | None
     layers: tuple
 
+    def batch_norm_form(self):
+        """What the file's BatchNormalization arrays mean, as far as the file
+        tells.
+
+        Returns:
+            ``(form, epsilon)``: how the source normalized with its fourth
+            array, ``"std"`` (``(x - m) / (a + e)``), ``"variance"``
+            (``(x - m) / sqrt(a + e)``) or ``"theano_variance"``
+            (``(x - m) / (sqrt(a) + e)``), and the version's default epsilon;
+            ``(None, None)`` where the file does not tell (Keras 1.x weights
+            files).
+        """
+        try:
+            return _source_form(self, "auto", None)
+        except ValueError:
+            return None, None
+
 
 # -- reading -------------------------------------------------------------------
 
