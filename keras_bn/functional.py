@@ -43,11 +43,7 @@ def batch_moments(x, axes, epsilon, mask=None, across_replicas=None):
     batch, still in two passes (mean first, then squared deviations).
     """
     if mask is None and across_replicas is None:
-        # Sums over a count, not ops.mean: Keras' torch mean computes float64
-        # inputs in float32.
-        count = _reduction_count(x, axes)
-        mean = ops.sum(x, axis=axes, keepdims=True) / count
-        variance = ops.sum(ops.square(x - mean), axis=axes, keepdims=True) / count
+        mean, variance = _moments(x, axes)
         return mean, ops.sqrt(variance + epsilon)
 
     def total(t):
@@ -90,21 +86,175 @@ def normalize_inference(x, gamma, beta, running_mean, running_std, epsilon):
     scale, offset = inference_scale_offset(
         gamma, beta, running_mean, running_std, epsilon
     )
-    return x * scale + offset
+    return _multiply_add(x, scale, offset)
 
 
 def samplewise_normalize(x, gamma, beta, epsilon):
-    """Mode 1: each sample normalized over its last axis, in both phases."""
+    """Mode 1: each sample normalized over its last axis, in both phases.
+
+    The gradient is the closed form, through ``keras.ops.custom_gradient``.
+    """
+    gamma = ops.convert_to_tensor(gamma, x.dtype)
+    beta = ops.convert_to_tensor(beta, x.dtype)
+    # The closed-form backward accounts for the statistics' dependence on x;
+    # autodiff must not trace them.
+    stats_input = ops.stop_gradient(x)
     count = _reduction_count(x, (-1,))
-    mean = ops.sum(x, axis=-1, keepdims=True) / count
-    std = ops.sqrt(ops.sum(ops.square(x - mean), axis=-1, keepdims=True) / count)
-    return gamma * (x - mean) / (std + epsilon) + beta
+    mean = ops.sum(stats_input, axis=-1, keepdims=True) / count
+    std = ops.sqrt(
+        ops.sum(ops.square(stats_input - mean), axis=-1, keepdims=True) / count
+    )
+
+    @ops.custom_gradient
+    def normalize(x, gamma, beta):
+        inverse = 1.0 / (std + epsilon)
+        y = _multiply_add((x - mean) * inverse, gamma, beta)
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            # Recomputed rather than kept from the forward pass, which would
+            # hold a full-size tensor until the backward pass.
+            x_hat = (x - mean) * inverse
+            scaled = upstream * gamma
+            # With s = std (no epsilon inside) and d = s + eps:
+            # dx = (u - mean(u) - x_hat * mean(u * x_hat) * d / s) / d, u = dy * gamma.
+            # A constant sample has s = 0 and x_hat = 0: its correction is 0.
+            correction = ops.divide_no_nan(std + epsilon, std)
+            dx = inverse * (
+                scaled
+                - ops.sum(scaled, axis=-1, keepdims=True) / count
+                - x_hat
+                * (
+                    ops.sum(scaled * x_hat, axis=-1, keepdims=True)
+                    * correction
+                    / count
+                )
+            )
+            return (
+                dx,
+                _sum_to_shape(upstream * x_hat, gamma.shape),
+                _sum_to_shape(upstream, beta.shape),
+            )
+
+        return y, grad
+
+    return normalize(x, gamma, beta)
+
+
+def _multiply_add(x, scale, offset):
+    """``x * scale + offset`` in one pass over ``x``.
+
+    Compiled backends fuse the two operations; eager PyTorch would run two
+    kernels with a full-size temporary between them, so it gets its fused
+    ``addcmul``.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.addcmul(
+            ops.convert_to_tensor(offset, x.dtype),
+            x,
+            ops.convert_to_tensor(scale, x.dtype),
+        )
+    return x * scale + offset
+
+
+# Reductions whose kept (trailing) axes hold fewer elements than this are
+# regrouped on TensorFlow; see _sum.
+_WIDE_ROW = 1024
+
+
+def _sum(t, axes):
+    """``ops.sum(t, axes, keepdims=True)``, arranged for the backend's compiler.
+
+    XLA as TensorFlow ships it (2.21) sums away a leading block of axes in
+    scalar loops when the trailing axes it keeps are narrow: the 64 channels
+    of a 64x32x32x64 tensor took ten times as long as a multiply-add over it.
+    Summing groups of rows viewed as one wide row, then the groups, is the
+    same sum and vectorizes. JAX's XLA is fast either way.
+    """
+    ndim = len(t.shape)
+    axes = sorted(a % ndim for a in axes)
+    kept = t.shape[len(axes) :]
+    if keras.backend.backend() == "tensorflow" and axes == list(range(len(axes))):
+        rows = 1
+        for size in t.shape[: len(axes)]:
+            rows = None if rows is None or size is None else rows * size
+        features = int(np.prod(kept))
+        group = _WIDE_ROW // features
+        if rows is not None and group > 1 and rows % group == 0:
+            wide = ops.reshape(t, (rows // group, group * features))
+            total = ops.sum(ops.reshape(ops.sum(wide, axis=0), (group, features)), 0)
+            return ops.reshape(total, (1,) * len(axes) + tuple(kept))
+    return ops.sum(t, axis=axes, keepdims=True)
+
+
+def _moments(x, axes):
+    """Mean and (population) variance of ``x`` over ``axes``, kept as size-1
+    dims, in two passes: the variance sums squared deviations from the mean,
+    which a large mean does not cancel away."""
+    layout = _torch_feature_layout(x, axes)
+    if layout is not None and not _torch_tracks_gradient(x):
+        import torch
+
+        # PyTorch's batch-norm statistics kernel: one call, no full-size
+        # temporary. It has no derivative, hence the check above.
+        mean, variance = torch.batch_norm_update_stats(
+            x.reshape(layout), None, None, 0.0
+        )
+        shape = _kept_shape(x, axes)
+        return mean.reshape(shape), variance.reshape(shape)
+    # Sums over a count, not ops.mean: Keras' torch mean computes float64
+    # inputs in float32.
+    count = _reduction_count(x, axes)
+    mean = _sum(x, axes) / count
+    return mean, _sum(ops.square(x - mean), axes) / count
+
+
+def _kept_shape(x, axes):
+    """``x``'s shape with size 1 over ``axes``."""
+    axes = {a % len(x.shape) for a in axes}
+    return tuple(1 if a in axes else d for a, d in enumerate(x.shape))
+
+
+def _torch_feature_layout(x, axes):
+    """On PyTorch, the shape that views ``x`` as PyTorch's batch-norm kernels
+    take it: ``(rows, features)`` or ``(rows, features, columns)`` with the
+    statistics over rows and columns. None on other backends, or when the
+    axes kept (the features) are not one run of adjacent axes."""
+    if keras.backend.backend() != "torch":
+        return None
+    ndim = len(x.shape)
+    axes = {a % ndim for a in axes}
+    features = [a for a in range(ndim) if a not in axes]
+    if not features or features[-1] - features[0] != len(features) - 1:
+        return None
+    rows = int(np.prod(x.shape[: features[0]]))
+    size = int(np.prod(x.shape[features[0] : features[-1] + 1]))
+    columns = int(np.prod(x.shape[features[-1] + 1 :]))
+    return (rows, size) if columns == 1 else (rows, size, columns)
+
+
+def _torch_tracks_gradient(x):
+    import torch
+
+    return torch.is_grad_enabled() and x.requires_grad
 
 
 def _sum_to_shape(t, shape):
-    """Sums ``t`` over the axes where ``shape`` has size 1 and ``t`` not."""
-    axes = tuple(i for i, (n, m) in enumerate(zip(t.shape, shape)) if m == 1 and n != 1)
-    return ops.sum(t, axis=axes, keepdims=True) if axes else t
+    """Sums ``t`` down to ``shape``: the gradient of broadcasting a tensor of
+    ``shape`` to ``t``'s shape."""
+    shape = tuple(shape)
+    extra = len(t.shape) - len(shape)
+    axes = tuple(range(extra)) + tuple(
+        extra + i
+        for i, size in enumerate(shape)
+        if size == 1 and t.shape[extra + i] != 1
+    )
+    if axes:
+        t = ops.sum(t, axis=axes, keepdims=True)
+    return ops.reshape(t, shape) if extra else t
 
 
 def _reduction_count(x, axes):
@@ -122,43 +272,85 @@ def featurewise_train(x, gamma, beta, axes, epsilon):
 
     Returns ``(y, mean, std)``, the statistics with size-1 dims over
     ``axes``. The gradient is the closed form, through
-    ``keras.ops.custom_gradient``: two reductions and one elementwise pass,
-    instead of autodiff's chain of full-size temporaries.
+    ``keras.ops.custom_gradient``: the forward pass reads ``x`` for the two
+    statistics and once more for ``y = x * scale + offset``; the backward
+    pass takes two sums over ``dy`` and ``x`` and writes ``dx`` in one
+    multiply-add pass, with no full-size temporary.
     """
-    mean, std = batch_moments(x, axes, epsilon)
+    gamma = ops.convert_to_tensor(gamma, x.dtype)
+    beta = ops.convert_to_tensor(beta, x.dtype)
     # The closed-form backward accounts for the statistics' dependence on x;
-    # autodiff must not add it a second time.
-    mean = ops.stop_gradient(mean)
-    std = ops.stop_gradient(std)
+    # autodiff must not trace them.
+    mean, std = batch_moments(ops.stop_gradient(x), axes, epsilon)
+    layout = _torch_feature_layout(x, axes)
 
     @ops.custom_gradient
     def normalize(x, gamma, beta):
-        inverse = 1.0 / (std + epsilon)
-        scale = gamma * inverse
-        y = x * scale + (beta - mean * scale)
+        scale, offset = inference_scale_offset(gamma, beta, mean, std, epsilon)
+        y = _multiply_add(x, scale, offset)
 
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            count = _reduction_count(x, axes)
-            x_hat = (x - mean) * inverse
-            sum_dy = ops.sum(upstream, axis=axes, keepdims=True)
-            sum_dy_x_hat = ops.sum(upstream * x_hat, axis=axes, keepdims=True)
-            # With s = std + eps and std = sqrt(var + eps):
-            # dx = gamma / s * (dy - mean(dy) - x_hat * mean(dy * x_hat) * s / std)
-            correction = (std + epsilon) / std
-            dx = scale * (
-                upstream - sum_dy / count - x_hat * (sum_dy_x_hat * correction / count)
-            )
+            if layout is not None:
+                dx, sum_dy_centered, sum_dy = _torch_featurewise_backward(
+                    upstream, x, gamma, mean, std, epsilon, layout
+                )
+            else:
+                count = _reduction_count(x, axes)
+                sum_dy = _sum(upstream, axes)
+                # sum(dy * (x - mean)) from sums over x and dy as they are:
+                # XLA fuses each into one read, where a shared (x - mean)
+                # would be written out in full.
+                sum_dy_centered = _sum(upstream * x, axes) - mean * sum_dy
+                # With s = std + eps, std = sqrt(var + eps), n = count:
+                # dx = gamma / s * (dy - sum_dy / n
+                #                   - (x - mean) * sum_dy_centered / (n * std * s))
+                # = dy * scale + x * slope + (-scale * sum_dy / n - mean * slope).
+                slope = -scale * sum_dy_centered / (count * std * (std + epsilon))
+                shift = scale * sum_dy / count + mean * slope
+                dx = upstream * scale + x * slope - shift
             return (
                 dx,
-                _sum_to_shape(sum_dy_x_hat, gamma.shape),
+                _sum_to_shape(sum_dy_centered / (std + epsilon), gamma.shape),
                 _sum_to_shape(sum_dy, beta.shape),
             )
 
         return y, grad
 
     return normalize(x, gamma, beta), mean, std
+
+
+def _torch_featurewise_backward(upstream, x, gamma, mean, std, epsilon, layout):
+    """The backward pass of featurewise_train in PyTorch's fused batch-norm
+    backward kernel. Returns ``dx``, ``sum(dy * (x - mean))`` and ``sum(dy)``.
+
+    With weight ``w`` and inverse std ``i``, the kernel computes, in two
+    passes over ``dy`` and ``x``,
+    ``dx = w * i * (dy - mean(dy) - (x - m) * i**2 * mean(dy * (x - m)))``,
+    ``dw = i * sum(dy * (x - m))`` and ``db = sum(dy)``. The seed's gradient
+    is this with ``i**2 = 1 / (std * (std + eps))`` and
+    ``w * i = gamma / (std + eps)``, that is ``i = 1 / sqrt(std * (std + eps))``
+    and ``w = gamma * sqrt(std / (std + eps))``.
+    """
+    import torch
+
+    shape = mean.shape
+    invstd = 1.0 / ops.sqrt(std * (std + epsilon))
+    weight = ops.broadcast_to(gamma, shape) * ops.sqrt(std / (std + epsilon))
+    dx, dw, db = torch.ops.aten.native_batch_norm_backward(
+        upstream.reshape(layout),
+        x.reshape(layout),
+        weight.reshape(-1),
+        None,
+        None,
+        mean.reshape(-1),
+        invstd.reshape(-1),
+        True,
+        0.0,
+        [True, True, True],
+    )
+    return dx.reshape(x.shape), dw.reshape(shape) / invstd, db.reshape(shape)
 
 
 def std_from_variance(variance, variance_epsilon, std_epsilon):

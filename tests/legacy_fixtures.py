@@ -11,13 +11,18 @@ Layers are given as ``(name, [(weight name, array), ...])`` pairs, in the
 model's order, with an empty list for layers without weights.
 """
 
+import dataclasses
 import json
+from collections.abc import Callable
 
 import h5py
 import numpy as np
 
 __all__ = [
+    "EXAMPLES",
+    "Example",
     "batch_norm_config",
+    "example_arrays",
     "keras1_layer",
     "keras2_layer",
     "sequential_config",
@@ -175,3 +180,222 @@ def sequential_config(layer_configs):
     """A Keras 1.x/2.0 Sequential's ``model_config``: a list of layer
     configs."""
     return {"class_name": "Sequential", "config": list(layer_configs)}
+
+
+# -- one small model in every layout ---------------------------------------------
+#
+# Dense(4 -> 3), Activation, BatchNormalization(3): the same arrays written as
+# each Keras version wrote them. ``form`` says how that version normalized
+# with the BatchNormalization's fourth array ``a`` (None: no running
+# statistics saved): "std" (x - m) / (a + eps), "variance"
+# (x - m) / sqrt(a + eps), "theano_variance" (x - m) / (sqrt(a) + eps).
+
+
+def example_arrays(rng):
+    """Random arrays for the example model: ``W`` (4, 3), ``b``, ``gamma``,
+    ``beta``, ``mean`` and ``fourth`` (positive) of shape (3,)."""
+    return {
+        "W": rng.normal(size=(4, 3)),
+        "b": rng.normal(size=3),
+        "gamma": rng.uniform(0.5, 1.5, 3),
+        "beta": rng.normal(size=3),
+        "mean": rng.normal(size=3),
+        "fourth": rng.uniform(0.5, 2.0, 3),
+    }
+
+
+def _keras1_layers(a, backend):
+    return [
+        keras1_layer("dense_1", {"W": a["W"], "b": a["b"]}, backend=backend),
+        ("activation_1", []),
+        keras1_layer(
+            "batchnormalization_1",
+            {
+                "gamma": a["gamma"],
+                "beta": a["beta"],
+                "running_mean": a["mean"],
+                "running_std": a["fourth"],
+            },
+            backend=backend,
+        ),
+    ]
+
+
+def _keras2_layers(a):
+    return [
+        keras2_layer("dense_1", {"kernel": a["W"], "bias": a["b"]}),
+        ("activation_1", []),
+        keras2_layer(
+            "batch_normalization_1",
+            {
+                "gamma": a["gamma"],
+                "beta": a["beta"],
+                "moving_mean": a["mean"],
+                "moving_variance": a["fourth"],
+            },
+        ),
+    ]
+
+
+def _config(bn_name, epsilon):
+    return sequential_config(
+        [
+            {"class_name": "Dense", "config": {"name": "dense_1"}},
+            {"class_name": "Activation", "config": {"name": "activation_1"}},
+            batch_norm_config(bn_name, epsilon),
+        ]
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One layout of the example model.
+
+    Attributes:
+        name: Short identifier.
+        write: ``write(path, arrays)`` writes the file.
+        format: What `keras_bn.legacy.read_weights` should report.
+        keras_version: Likewise (None: not recorded).
+        form: How that Keras normalized with the fourth array; None where the
+            file holds no running statistics.
+        epsilon: The source layer's epsilon.
+        load_kwargs: What `keras_bn.legacy.load_weights` needs besides the
+            file.
+    """
+
+    name: str
+    write: Callable
+    format: str
+    keras_version: str | None
+    form: str | None
+    epsilon: float
+    load_kwargs: dict = dataclasses.field(default_factory=dict)
+
+
+def _sequential0(path, a, statistics=True):
+    bn = [a["gamma"], a["beta"]] + ([a["mean"], a["fourth"]] if statistics else [])
+    write_keras0_sequential(path, [[a["W"], a["b"]], [], bn])
+
+
+def _graph0(path, a, statistics=True):
+    bn = [a["gamma"], a["beta"]] + ([a["mean"], a["fourth"]] if statistics else [])
+    write_keras0_graph(path, [a["W"], a["b"], *bn])
+
+
+EXAMPLES = [
+    Example("keras0_sequential", _sequential0, "keras0_sequential", None, "std", 1e-6),
+    Example(
+        "keras0_sequential_0.1",
+        lambda p, a: _sequential0(p, a, statistics=False),
+        "keras0_sequential",
+        None,
+        None,
+        1e-6,
+    ),
+    Example("keras0_graph", _graph0, "keras0_graph", None, "std", 1e-6),
+    Example(
+        "keras0_graph_0.2",
+        lambda p, a: _graph0(p, a, statistics=False),
+        "keras0_graph",
+        None,
+        None,
+        1e-6,
+    ),
+    Example(
+        "keras1_weights_std",
+        lambda p, a: write_keras1(p, _keras1_layers(a, "theano")),
+        "keras1",
+        None,
+        "std",
+        1e-6,
+        {"running_std": "std"},
+    ),
+    Example(
+        "keras1_weights_variance",
+        lambda p, a: write_keras1(p, _keras1_layers(a, "tensorflow")),
+        "keras1",
+        None,
+        "variance",
+        1e-5,
+        {"running_std": "variance", "epsilon": 1e-5},
+    ),
+    Example(
+        "keras1_weights_1.0.8_theano",
+        lambda p, a: write_keras1(p, _keras1_layers(a, "theano")),
+        "keras1",
+        None,
+        "theano_variance",
+        1e-5,
+        {"keras_version": "1.0.8"},
+    ),
+    Example(
+        "keras1_model_1.0.6_theano",
+        lambda p, a: write_keras1(
+            p,
+            _keras1_layers(a, "theano"),
+            keras_version="1.0.6",
+            model_config=_config("batchnormalization_1", 1e-4),
+        ),
+        "keras1",
+        "1.0.6",
+        "std",
+        1e-4,
+    ),
+    Example(
+        "keras1_model_1.0.7_theano",
+        lambda p, a: write_keras1(
+            p,
+            _keras1_layers(a, "theano"),
+            keras_version="1.0.7",
+            model_config=_config("batchnormalization_1", 1e-4),
+        ),
+        "keras1",
+        "1.0.7",
+        "theano_variance",
+        1e-4,
+    ),
+    Example(
+        "keras1_model_1.2.2",
+        lambda p, a: write_keras1(
+            p,
+            _keras1_layers(a, "tensorflow"),
+            keras_version="1.2.2",
+            model_config=_config("batchnormalization_1", 0.01),
+        ),
+        "keras1",
+        "1.2.2",
+        "variance",
+        0.01,
+    ),
+    Example(
+        "keras2_weights",
+        lambda p, a: write_keras2(p, _keras2_layers(a), keras_version="2.0.8"),
+        "keras2",
+        "2.0.8",
+        "variance",
+        1e-3,
+    ),
+    Example(
+        "keras2_weights_split",
+        lambda p, a: write_keras2(
+            p, _keras2_layers(a), keras_version="2.2.4", split_into=3
+        ),
+        "keras2",
+        "2.2.4",
+        "variance",
+        1e-3,
+    ),
+    Example(
+        "keras2_model",
+        lambda p, a: write_keras2(
+            p,
+            _keras2_layers(a),
+            keras_version="2.2.4",
+            model_config=_config("batch_normalization_1", 0.02),
+        ),
+        "keras2",
+        "2.2.4",
+        "variance",
+        0.02,
+    ),
+]
