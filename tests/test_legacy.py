@@ -1,0 +1,485 @@
+"""keras_bn.legacy: every legacy layout, written with h5py, loaded, and its
+predictions checked against the NumPy statement of the source version's
+formula."""
+
+import os
+import warnings
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from conftest import dtype_scope, to_numpy
+from legacy_fixtures import (
+    EXAMPLES,
+    batch_norm_config,
+    example_arrays,
+    keras1_layer,
+    keras2_layer,
+    sequential_config,
+    write_keras0_graph,
+    write_keras0_sequential,
+    write_keras1,
+    write_keras2,
+)
+from reference import seed_featurewise, variance_form
+
+from keras_bn import BatchNormalization, legacy
+
+TARGETS = ["keras_bn", "stock"]
+
+
+def example_model(target, dtype="float32", epsilon=None):
+    """Dense(4 -> 3), ReLU, BatchNormalization: the legacy examples' model."""
+    if target == "keras_bn":
+        batch_norm = BatchNormalization(
+            **({} if epsilon is None else {"epsilon": epsilon}), dtype=dtype
+        )
+    else:
+        batch_norm = keras.layers.BatchNormalization(
+            **({} if epsilon is None else {"epsilon": epsilon}), dtype=dtype
+        )
+    return keras.Sequential(
+        [
+            keras.Input((4,), dtype=dtype),
+            keras.layers.Dense(3, dtype=dtype),
+            keras.layers.Activation("relu", dtype=dtype),
+            batch_norm,
+        ]
+    )
+
+
+def expected_output(x, arrays, form, epsilon):
+    """The source's inference output, from its own formula."""
+    h = np.maximum(x @ arrays["W"] + arrays["b"], 0.0)
+    g, b, m, a = (arrays[k] for k in ("gamma", "beta", "mean", "fourth"))
+    if form == "std":
+        return seed_featurewise(h, g, b, m, a, epsilon)
+    if form == "variance":
+        return variance_form(h, g, b, m, a, epsilon)
+    assert form == "theano_variance"
+    return seed_featurewise(h, g, b, m, np.sqrt(a), epsilon)
+
+
+def all_weights(model):
+    return [w.copy() for w in model.get_weights()]
+
+
+def assert_unchanged(model, before):
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.fixture
+def arrays(rng):
+    return example_arrays(rng)
+
+
+# -- every layout, both targets -------------------------------------------------
+
+WITH_STATISTICS = [e for e in EXAMPLES if e.form is not None]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("example", WITH_STATISTICS, ids=lambda e: e.name)
+def test_predictions_match_the_source_formula(tmp_path, rng, arrays, example, target):
+    path = tmp_path / f"{example.name}.h5"
+    example.write(path, arrays)
+    model = example_model(target)
+    legacy.load_weights(model, path, **example.load_kwargs)
+    x = rng.normal(size=(16, 4))
+    np.testing.assert_allclose(
+        to_numpy(model(x.astype("float32"), training=False)),
+        expected_output(x, arrays, example.form, example.epsilon),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("example", WITH_STATISTICS, ids=lambda e: e.name)
+def test_conversion_is_exact_in_float64(tmp_path, rng, arrays, example, target):
+    path = tmp_path / "weights.h5"
+    example.write(path, arrays)
+    x = rng.normal(size=(64, 4))
+    with dtype_scope("float64"):
+        # A target epsilon unlike the source's: both enter the conversion.
+        model = example_model(target, "float64", epsilon=0.05)
+        legacy.load_weights(model, path, **example.load_kwargs)
+        y = to_numpy(model(x, training=False))
+    expected = expected_output(x, arrays, example.form, example.epsilon)
+    assert np.max(np.abs(y - expected)) <= 1e-6 * max(1.0, np.max(np.abs(expected)))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize(
+    "example", [e for e in EXAMPLES if e.form is None], ids=lambda e: e.name
+)
+def test_files_without_running_statistics_warn_and_keep_them(
+    tmp_path, arrays, example, target
+):
+    path = tmp_path / "weights.h5"
+    example.write(path, arrays)
+    model = example_model(target)
+    before = model.layers[-1].get_weights()
+    with pytest.warns(UserWarning, match="recompute_statistics"):
+        legacy.load_weights(model, path)
+    gamma, beta, mean, fourth = model.layers[-1].get_weights()
+    np.testing.assert_allclose(gamma, arrays["gamma"], rtol=1e-6)
+    np.testing.assert_allclose(beta, arrays["beta"], rtol=1e-6)
+    np.testing.assert_array_equal(mean, before[2])
+    np.testing.assert_array_equal(fourth, before[3])
+    np.testing.assert_allclose(model.layers[0].get_weights()[0], arrays["W"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.name)
+def test_read_weights_reports_format_version_and_arrays(tmp_path, arrays, example):
+    path = tmp_path / "weights.h5"
+    example.write(path, arrays)
+    weights = legacy.read_weights(path)
+    assert weights.format == example.format
+    assert weights.keras_version == example.keras_version
+    assert weights.path == os.fspath(path)
+    written = [arrays["W"], arrays["b"], arrays["gamma"], arrays["beta"]]
+    if example.form is not None:
+        written += [arrays["mean"], arrays["fourth"]]
+    held = [a for layer in weights.layers for a in layer.arrays]
+    assert len(held) == len(written)
+    for got, want in zip(held, written):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_read_weights_names_layers_and_arrays(tmp_path, arrays):
+    path = tmp_path / "weights.h5"
+    EXAMPLES[[e.name for e in EXAMPLES].index("keras2_weights_split")].write(
+        path, arrays
+    )
+    weights = legacy.read_weights(path)
+    assert [layer.name for layer in weights.layers] == [
+        "dense_1",
+        "activation_1",
+        "batch_normalization_1",
+    ]
+    assert weights.layers[1].arrays == ()
+    assert (
+        weights.layers[2].weight_names[3] == "batch_normalization_1/moving_variance:0"
+    )
+    assert weights.backend == "tensorflow" and not weights.whole_model
+
+
+def test_keras1_backend_is_told_by_the_weight_names(tmp_path, arrays):
+    for backend in ("theano", "tensorflow"):
+        path = tmp_path / f"{backend}.h5"
+        write_keras1(path, [keras1_layer("d", {"W": arrays["W"]}, backend=backend)])
+        assert legacy.read_weights(path).backend == backend
+
+
+def test_whole_model_file_reports_its_config(tmp_path, arrays):
+    path = tmp_path / "model.h5"
+    config = sequential_config([batch_norm_config("bn", 0.5)])
+    write_keras2(path, [], model_config=config)
+    weights = legacy.read_weights(path)
+    assert weights.whole_model and weights.model_config == config
+
+
+# -- shapes of the seed's era ---------------------------------------------------
+
+
+@pytest.mark.parametrize("epsilon", [None, 1e-3])
+def test_keras0_batch_norm_of_the_full_sample_shape(tmp_path, rng, epsilon):
+    shape = (2, 3, 4)
+    weights = [
+        rng.uniform(0.5, 1.5, shape),
+        rng.normal(size=shape),
+        rng.normal(size=shape),
+        rng.uniform(0.5, 2.0, shape),
+    ]
+    path = tmp_path / "seed.h5"
+    write_keras0_sequential(path, [weights])
+    model = keras.Sequential([BatchNormalization(shape, epsilon=0.1)])
+    kwargs = {} if epsilon is None else {"epsilon": epsilon}
+    legacy.load_weights(model, path, **kwargs)
+    x = rng.normal(size=(5, *shape))
+    np.testing.assert_allclose(
+        to_numpy(model(x.astype("float32"))),
+        seed_featurewise(x, *weights, 1e-6 if epsilon is None else epsilon),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_keras2_without_scale_or_center(tmp_path, rng):
+    beta, mean, variance = rng.normal(size=3), rng.normal(size=3), rng.uniform(1, 2, 3)
+    path = tmp_path / "weights.h5"
+    write_keras2(
+        path,
+        [
+            keras2_layer(
+                "bn", {"beta": beta, "moving_mean": mean, "moving_variance": variance}
+            )
+        ],
+    )
+    model = keras.Sequential([keras.Input((3,)), BatchNormalization(scale=False)])
+    legacy.load_weights(model, path)
+    x = rng.normal(size=(4, 3))
+    np.testing.assert_allclose(
+        to_numpy(model(x.astype("float32"))),
+        variance_form(x, 1.0, beta, mean, variance, 1e-3),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="has no gamma.*scale=True"):
+        legacy.load_weights(
+            keras.Sequential([keras.Input((3,)), BatchNormalization()]), path
+        )
+
+
+def test_nested_models_are_flattened(tmp_path, rng, arrays):
+    path = tmp_path / "weights.h5"
+    EXAMPLES[0].write(path, arrays)
+    inner = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3), keras.layers.Activation("relu")]
+    )
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, BatchNormalization()(inner(inputs)))
+    legacy.load_weights(model, path)
+    x = rng.normal(size=(8, 4))
+    np.testing.assert_allclose(
+        to_numpy(model(x.astype("float32"))),
+        expected_output(x, arrays, "std", 1e-6),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_a_keras3_legacy_h5_file_from_the_stock_layer(tmp_path, rng):
+    """Keras 3 still writes the old layout (model.save('*.h5')): a stock
+    BatchNormalization's weights, into a keras_bn model, predict the same."""
+    stock = example_model("stock", epsilon=0.01)
+    bn = stock.layers[-1]
+    bn.set_weights(
+        [
+            rng.uniform(0.5, 1.5, 3),
+            rng.normal(size=3),
+            rng.normal(size=3),
+            rng.uniform(0.5, 2.0, 3),
+        ]
+    )
+    path = tmp_path / "stock.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stock.save(path)
+    assert legacy.read_weights(path).keras_version == keras.__version__
+    model = example_model("keras_bn")
+    legacy.load_weights(model, path)
+    x = rng.normal(size=(16, 4)).astype("float32")
+    np.testing.assert_allclose(
+        to_numpy(model(x)), to_numpy(stock(x)), rtol=1e-5, atol=1e-5
+    )
+
+
+# -- what the file cannot tell ----------------------------------------------------
+
+
+def test_keras1_weights_file_asks_for_running_std(tmp_path, arrays):
+    path = tmp_path / "weights.h5"
+    write_keras1(path, [*_keras1_example_layers(arrays)])
+    model = example_model("keras_bn")
+    before = all_weights(model)
+    with pytest.raises(ValueError, match='running_std="std" or running_std="variance"'):
+        legacy.load_weights(model, path)
+    with pytest.raises(ValueError, match="epsilon"):
+        legacy.load_weights(model, path, running_std="variance")
+    assert_unchanged(model, before)
+
+
+def _keras1_example_layers(arrays):
+    return [
+        keras1_layer("dense_1", {"W": arrays["W"], "b": arrays["b"]}),
+        keras1_layer(
+            "bn",
+            {
+                "gamma": arrays["gamma"],
+                "beta": arrays["beta"],
+                "running_mean": arrays["mean"],
+                "running_std": arrays["fourth"],
+            },
+        ),
+    ]
+
+
+def test_keras_1_0_6_needs_the_backend(tmp_path, arrays):
+    path = tmp_path / "weights.h5"
+    layers = [
+        (
+            "bn",
+            [
+                (f"param_{i}", arrays[k])
+                for i, k in enumerate(("gamma", "beta", "mean", "fourth"))
+            ],
+        )
+    ]
+    write_keras1(path, layers, keras_version="1.0.6")
+    model = keras.Sequential([keras.Input((3,)), BatchNormalization()])
+    with pytest.raises(ValueError, match="does not tell its backend"):
+        legacy.load_weights(model, path)
+
+
+# -- bad input ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def loaded_model(tmp_path, arrays):
+    """A model with weights of its own, to check that failures leave it be."""
+    model = example_model("keras_bn")
+    path = tmp_path / "good.h5"
+    EXAMPLES[0].write(path, arrays)
+    legacy.load_weights(model, path)
+    return model
+
+
+def test_not_hdf5(tmp_path, loaded_model):
+    path = tmp_path / "notes.h5"
+    path.write_text("not an HDF5 file")
+    before = all_weights(loaded_model)
+    with pytest.raises(ValueError, match="not an HDF5 file"):
+        legacy.load_weights(loaded_model, path)
+    assert_unchanged(loaded_model, before)
+
+
+def test_truncated_file(tmp_path, arrays, loaded_model):
+    path = tmp_path / "truncated.h5"
+    EXAMPLES[0].write(path, arrays)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    before = all_weights(loaded_model)
+    with pytest.raises(ValueError, match="truncated or damaged"):
+        legacy.load_weights(loaded_model, path)
+    assert_unchanged(loaded_model, before)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no file"):
+        legacy.read_weights(tmp_path / "absent.h5")
+
+
+def test_unknown_layout(tmp_path):
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=np.zeros(3))
+    with pytest.raises(ValueError, match="none of the legacy Keras layouts"):
+        legacy.read_weights(path)
+
+
+def test_listed_group_missing(tmp_path):
+    path = tmp_path / "broken.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([b"dense_1"])
+    with pytest.raises(ValueError, match="'dense_1'.*missing"):
+        legacy.read_weights(path)
+
+
+def test_layer_count_mismatch(tmp_path, arrays, loaded_model):
+    path = tmp_path / "short.h5"
+    write_keras0_sequential(path, [[arrays["W"], arrays["b"]]])
+    before = all_weights(loaded_model)
+    with pytest.raises(ValueError, match="1 layers with weights.*the model has 2"):
+        legacy.load_weights(loaded_model, path)
+    assert_unchanged(loaded_model, before)
+
+
+def test_graph_count_mismatch(tmp_path, arrays, loaded_model):
+    path = tmp_path / "graph.h5"
+    write_keras0_graph(path, [arrays["W"], arrays["b"], arrays["gamma"]])
+    with pytest.raises(ValueError, match="holds 3 arrays"):
+        legacy.load_weights(loaded_model, path)
+
+
+def test_shape_mismatch_names_layer_and_array(tmp_path, arrays, loaded_model):
+    path = tmp_path / "shape.h5"
+    write_keras2(
+        path,
+        [
+            keras2_layer("dense_1", {"kernel": arrays["W"], "bias": arrays["b"]}),
+            keras2_layer(
+                "bn",
+                {
+                    "gamma": np.ones(4),
+                    "beta": np.zeros(4),
+                    "moving_mean": np.zeros(4),
+                    "moving_variance": np.ones(4),
+                },
+            ),
+        ],
+    )
+    before = all_weights(loaded_model)
+    with pytest.raises(ValueError, match=r"Layer 'bn': array 'bn/gamma:0' has shape"):
+        legacy.load_weights(loaded_model, path)
+    assert_unchanged(loaded_model, before)
+
+
+@pytest.mark.parametrize("where", ["dense", "batch_norm"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_arrays_name_layer_and_array(
+    tmp_path, arrays, loaded_model, where, value
+):
+    bad = dict(arrays)
+    key = "W" if where == "dense" else "fourth"
+    bad[key] = bad[key].copy()
+    bad[key].flat[1] = value
+    path = tmp_path / "nan.h5"
+    EXAMPLES[0].write(path, bad)
+    before = all_weights(loaded_model)
+    name = (
+        "layer_0': array 'param_0" if where == "dense" else "layer_2': array 'param_3"
+    )
+    with pytest.raises(ValueError, match=f"{name}' must be finite"):
+        legacy.load_weights(loaded_model, path)
+    assert_unchanged(loaded_model, before)
+
+
+def test_layer_kind_mismatch(tmp_path, arrays):
+    path = tmp_path / "kinds.h5"
+    EXAMPLES[[e.name for e in EXAMPLES].index("keras2_weights")].write(path, arrays)
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(3)]
+    )
+    before = all_weights(model)
+    with pytest.raises(ValueError, match="is a BatchNormalization.*Dense"):
+        legacy.load_weights(model, path)
+    assert_unchanged(model, before)
+
+
+def test_negative_converted_std_is_refused(tmp_path, arrays):
+    tiny = dict(arrays, fourth=np.zeros(3))
+    path = tmp_path / "tiny.h5"
+    EXAMPLES[0].write(path, tiny)
+    model = example_model("keras_bn", epsilon=0.5)
+    before = all_weights(model)
+    with pytest.raises(ValueError, match="running_std would be negative"):
+        legacy.load_weights(model, path)
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"running_std": "var"}, "running_std"),
+        ({"epsilon": -1.0}, "epsilon"),
+        ({"epsilon": "1e-3"}, "epsilon"),
+        ({"keras_version": "one"}, "keras_version"),
+    ],
+)
+def test_bad_options(tmp_path, arrays, kwargs, match):
+    path = tmp_path / "weights.h5"
+    EXAMPLES[0].write(path, arrays)
+    with pytest.raises(ValueError, match=match):
+        legacy.load_weights(example_model("keras_bn"), path, **kwargs)
+
+
+def test_unbuilt_model(tmp_path, arrays):
+    path = tmp_path / "weights.h5"
+    EXAMPLES[0].write(path, arrays)
+    model = keras.Sequential([keras.layers.Dense(3), BatchNormalization()])
+    with pytest.raises(ValueError, match="not built"):
+        legacy.load_weights(model, path)
