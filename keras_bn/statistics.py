@@ -205,17 +205,19 @@ def recompute_statistics(model, data, *, batch_size=32, verbose=1):
     first = next(iter(iterate()), None)
     if first is None:
         raise ValueError("data: expected at least one batch, got none.")
-    previous = [
-        (layer, layer.running_mean.numpy(), layer.running_std.numpy())
-        for layer in layers
-    ]
     for layer in layers:
         # On the instance, so that only this model's layers are watched.
         object.__setattr__(layer, "call", intercept(layer, layer.call))
+    previous = []
     try:
         with _inference_context():
-            # One batch tells the order in which the model calls the layers.
+            # One batch tells the order in which the model calls the layers
+            # (and builds them, where the model was not built).
             model(first, training=False)
+            previous = [
+                (layer, layer.running_mean.numpy(), layer.running_std.numpy())
+                for layer in called
+            ]
             progress = keras.utils.Progbar(
                 None if steps is None else steps * len(called),
                 verbose=verbose,
