@@ -1,0 +1,77 @@
+"""Executes every notebooks/*.ipynb top to bottom, so that a broken notebook
+fails the suite, and checks that the committed copies carry their outputs.
+
+The notebooks run in a kernel of this Python environment ("python3", which
+Jupyter resolves to the running interpreter), in a temporary folder, so they
+import keras_bn as installed. They run on the default backend only: the CI's
+per-backend runs would repeat them for nothing.
+"""
+
+import asyncio
+import os
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
+    reason="the notebooks run on the default backend (TensorFlow) only",
+)
+
+NOTEBOOK_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks"
+)
+NOTEBOOKS = sorted(name for name in os.listdir(NOTEBOOK_DIR) if name.endswith(".ipynb"))
+# Each notebook runs in under 90 s on 2 CPU cores; the bound catches a hang
+# with room for a busy machine.
+NOTEBOOK_TIMEOUT_S = 300
+
+
+def read(name):
+    return nbformat.read(os.path.join(NOTEBOOK_DIR, name), as_version=4)
+
+
+def code_cells(notebook):
+    return [cell for cell in notebook.cells if cell.cell_type == "code"]
+
+
+def has_image(cell):
+    return any("image/png" in output.get("data", {}) for output in cell.outputs)
+
+
+def test_the_notebooks_are_there():
+    assert {"01_quickstart.ipynb", "02_internal_covariate_shift.ipynb"} <= set(
+        NOTEBOOKS
+    )
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_was_run_top_to_bottom(name):
+    cells = code_cells(read(name))
+    # Counts 1, 2, 3, ...: one run, in order, no cell skipped.
+    assert [cell.execution_count for cell in cells] == list(range(1, len(cells) + 1))
+    for cell in cells:
+        assert not any(output.output_type == "error" for output in cell.outputs)
+
+
+def test_figure_1_is_in_the_committed_notebook():
+    assert any(map(has_image, code_cells(read("02_internal_covariate_shift.ipynb"))))
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_executes(name, tmp_path):
+    committed = read(name)
+    notebook = read(name)
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=NOTEBOOK_TIMEOUT_S,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    # nbclient's own timeout is per cell; this one bounds the notebook.
+    asyncio.run(asyncio.wait_for(client.async_execute(), NOTEBOOK_TIMEOUT_S))
+    # A plot committed in a cell is drawn again there.
+    for before, after in zip(code_cells(committed), code_cells(notebook)):
+        assert has_image(after) or not has_image(before), before.source
