@@ -378,6 +378,17 @@ def compare(
             "networks: expected a non-empty dict from a label to None or a "
             f"Batch Normalization factory, got {networks!r}."
         )
+    # Checked here, before the first network trains for minutes.
+    for label, batch_normalization in networks.items():
+        if batch_normalization is not None and not callable(batch_normalization):
+            raise TypeError(
+                f"networks: the value for {label!r} must be None or a callable "
+                f"returning a layer, got {type(batch_normalization).__name__}."
+            )
+    if progress is not None and not callable(progress):
+        raise TypeError(
+            f"progress: expected None or a callable, got {type(progress).__name__}."
+        )
     split = load_split()
     records = {}
     for label, batch_normalization in networks.items():

@@ -350,10 +350,21 @@ def test_compare_trains_each_network_from_one_start(split):
     )
 
 
-@pytest.mark.parametrize("networks", [{}, [None], None])
-def test_compare_rejects_bad_networks(networks):
-    with pytest.raises(ValueError, match="networks"):
-        digits.compare(networks, 5)
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(networks={}), ValueError, "networks"),
+        (dict(networks=[None]), ValueError, "networks"),
+        (dict(networks=None), ValueError, "networks"),
+        (dict(networks={"plain": None, "bn": "keras_bn"}), TypeError, "'bn'"),
+        (dict(steps=0), ValueError, "steps"),
+        (dict(progress="print"), TypeError, "progress"),
+    ],
+)
+def test_compare_rejects_bad_arguments(kwargs, error, message):
+    arguments = dict(networks={"plain": None}, steps=5) | kwargs
+    with pytest.raises(error, match=message):
+        digits.compare(**arguments)
 
 
 def make_record(steps, accuracy, percentiles):
