@@ -1,0 +1,225 @@
+"""keras_bn.functional's fast paths against the NumPy restatement of the seed.
+
+The training functions carry closed-form gradients (keras.ops.custom_gradient,
+and PyTorch's fused batch-norm kernels on that backend); these tests check
+them against finite differences of tests/reference.py in float64, over shapes
+and feature axes that take each code path: trailing features, features in the
+middle, features that are not adjacent, per-activation statistics, and the
+regrouped sums TensorFlow gets for narrow features.
+"""
+
+import keras
+import numpy as np
+import pytest
+from conftest import BACKEND, dtype_scope, to_numpy
+from reference import (
+    seed_batch_statistics,
+    seed_featurewise,
+    seed_samplewise,
+)
+from test_batch_normalization import numeric_gradient
+
+from keras_bn import functional
+
+EPSILON = 1e-3
+
+# (input shape, feature axes): the statistics reduce over all other axes.
+FEATURE_LAYOUTS = [
+    ((6, 3), (1,)),  # Dense output, axis=-1
+    ((4, 2, 3), (1, 2)),  # axis=None: per-activation statistics
+    ((4, 2, 3), (2,)),  # sequence, axis=-1
+    ((3, 2, 2, 3), (3,)),  # channels-last image
+    ((3, 3, 2, 2), (1,)),  # channels-first image: features in the middle
+    ((3, 2, 2, 3), (1, 3)),  # features that are not adjacent
+    ((2, 3, 4), (0, 2)),  # ghost batches: the ghost axis is a feature axis
+    ((16, 64), (1,)),  # narrow features, rows regrouped on TensorFlow
+]
+
+
+def reduction_axes(shape, feature_axes):
+    return tuple(a for a in range(len(shape)) if a not in feature_axes)
+
+
+def parameter_shape(shape, feature_axes):
+    return tuple(d if a in feature_axes else 1 for a, d in enumerate(shape))
+
+
+def gradients(function, upstream, *inputs):
+    """Gradients of ``sum(function(*inputs) * upstream)`` with respect to
+    each input, on the current backend."""
+    if BACKEND == "jax":
+        import jax
+
+        def loss(*args):
+            return jax.numpy.sum(function(*args) * upstream)
+
+        grads = jax.grad(loss, argnums=tuple(range(len(inputs))))(*inputs)
+        return [np.asarray(g) for g in grads]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        inputs = [tf.constant(v) for v in inputs]
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            loss = tf.reduce_sum(function(*inputs) * upstream)
+        return [g.numpy() for g in tape.gradient(loss, inputs)]
+    import torch
+
+    inputs = [torch.tensor(v, requires_grad=True) for v in inputs]
+    torch.sum(function(*inputs) * torch.as_tensor(upstream)).backward()
+    return [v.grad.numpy() for v in inputs]
+
+
+def random_inputs(rng, shape, param_shape):
+    return (
+        rng.normal(1.0, 2.0, size=shape),
+        rng.uniform(0.5, 1.5, param_shape),
+        rng.normal(size=param_shape),
+        rng.normal(size=shape),
+    )
+
+
+def assert_gradients_match(function, reference, x, gamma, beta, upstream):
+    """The backend's gradients of ``function`` against central differences
+    of the NumPy ``reference``, for x, gamma and beta."""
+    with dtype_scope("float64"):
+        dx, dgamma, dbeta = gradients(function, upstream, x, gamma, beta)
+
+    def loss(x, gamma, beta):
+        return np.sum(reference(x, gamma, beta) * upstream)
+
+    for got, wrt, expected_of in [
+        (dx, x, lambda v: loss(v, gamma, beta)),
+        (dgamma, gamma, lambda v: loss(x, v, beta)),
+        (dbeta, beta, lambda v: loss(x, gamma, v)),
+    ]:
+        assert got.shape == wrt.shape
+        np.testing.assert_allclose(
+            got, numeric_gradient(expected_of, wrt), rtol=1e-6, atol=1e-7
+        )
+
+
+@pytest.mark.parametrize("shape, feature_axes", FEATURE_LAYOUTS)
+def test_featurewise_train_gradients_match_finite_differences(rng, shape, feature_axes):
+    axes = reduction_axes(shape, feature_axes)
+    x, gamma, beta, upstream = random_inputs(
+        rng, shape, parameter_shape(shape, feature_axes)
+    )
+
+    def function(x, gamma, beta):
+        epsilon = keras.ops.convert_to_tensor(EPSILON, "float64")
+        return functional.featurewise_train(x, gamma, beta, axes, epsilon)[0]
+
+    def reference(x, gamma, beta):
+        mean, std = seed_batch_statistics(x, EPSILON, axes)
+        return seed_featurewise(x, gamma, beta, mean, std, EPSILON)
+
+    assert_gradients_match(function, reference, x, gamma, beta, upstream)
+
+
+@pytest.mark.parametrize(
+    "shape, param_shape",
+    [((6, 5), (1, 5)), ((3, 4, 5), (1, 1, 5)), ((3, 4, 5), (1, 4, 5))],
+)
+def test_samplewise_normalize_gradients_match_finite_differences(
+    rng, shape, param_shape
+):
+    x, gamma, beta, upstream = random_inputs(rng, shape, param_shape)
+
+    def function(x, gamma, beta):
+        epsilon = keras.ops.convert_to_tensor(EPSILON, "float64")
+        return functional.samplewise_normalize(x, gamma, beta, epsilon)
+
+    def reference(x, gamma, beta):
+        return seed_samplewise(x, gamma, beta, EPSILON)
+
+    assert_gradients_match(function, reference, x, gamma, beta, upstream)
+
+
+def test_samplewise_gradient_of_a_constant_sample_is_finite(rng):
+    # The std of a constant sample is 0, where autodiff of sqrt gives NaN.
+    x = rng.normal(size=(3, 4))
+    x[1] = 2.5
+    with dtype_scope("float64"):
+        (dx,) = gradients(
+            lambda x: functional.samplewise_normalize(
+                x, 1.0, 0.0, keras.ops.convert_to_tensor(EPSILON, "float64")
+            ),
+            rng.normal(size=x.shape),
+            x,
+        )
+    assert np.all(np.isfinite(dx))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape, feature_axes", FEATURE_LAYOUTS)
+def test_featurewise_train_outputs_and_statistics(rng, shape, feature_axes, dtype):
+    axes = reduction_axes(shape, feature_axes)
+    x, gamma, beta, _ = random_inputs(rng, shape, parameter_shape(shape, feature_axes))
+    x = x + 10.0  # a mean well away from 0 tests the two-pass variance
+    tolerance = (
+        dict(rtol=1e-5, atol=1e-5)
+        if dtype == "float32"
+        else dict(rtol=1e-12, atol=1e-12)
+    )
+    with dtype_scope(dtype):
+        epsilon = keras.ops.convert_to_tensor(EPSILON, dtype)
+        y, mean, std = functional.featurewise_train(
+            *(keras.ops.convert_to_tensor(v.astype(dtype)) for v in (x, gamma, beta)),
+            axes,
+            epsilon,
+        )
+        y, mean, std = to_numpy(y), to_numpy(mean), to_numpy(std)
+    expected_mean, expected_std = seed_batch_statistics(x.astype(dtype), EPSILON, axes)
+    np.testing.assert_allclose(mean, expected_mean, **tolerance)
+    np.testing.assert_allclose(std, expected_std, **tolerance)
+    np.testing.assert_allclose(
+        y,
+        seed_featurewise(
+            x.astype(dtype), gamma, beta, expected_mean, expected_std, EPSILON
+        ),
+        **tolerance,
+    )
+
+
+@pytest.mark.parametrize("shape, feature_axes", FEATURE_LAYOUTS[:5])
+def test_normalize_inference_is_the_seed_formula(rng, shape, feature_axes):
+    param_shape = parameter_shape(shape, feature_axes)
+    x = rng.normal(size=shape).astype("float32")
+    gamma, beta, running_mean = (rng.normal(size=param_shape) for _ in range(3))
+    running_std = rng.uniform(0.5, 2.0, param_shape)
+    params = [
+        keras.ops.convert_to_tensor(v.astype("float32"))
+        for v in (gamma, beta, running_mean, running_std)
+    ]
+    y = functional.normalize_inference(
+        keras.ops.convert_to_tensor(x),
+        *params,
+        keras.ops.convert_to_tensor(EPSILON, "float32"),
+    )
+    np.testing.assert_allclose(
+        to_numpy(y),
+        seed_featurewise(x, gamma, beta, running_mean, running_std, EPSILON),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's autograd graph only")
+def test_batch_moments_keeps_autodiff_on_torch(rng):
+    # PyTorch's statistics kernel has no derivative: batch_moments must not
+    # use it where a gradient flows through the statistics.
+    import torch
+
+    x = torch.tensor(rng.normal(size=(5, 3)), requires_grad=True)
+    mean, std = functional.batch_moments(
+        x, (0,), keras.ops.convert_to_tensor(EPSILON, "float64")
+    )
+    torch.sum(mean + std).backward()
+    x_np = x.detach().numpy()
+
+    def loss(v):
+        m, s = seed_batch_statistics(v, EPSILON)
+        return np.sum(m + s)
+
+    np.testing.assert_allclose(x.grad.numpy(), numeric_gradient(loss, x_np), atol=1e-7)
