@@ -299,15 +299,20 @@ def _role(weight_name):
     return None
 
 
+def _version_epsilon(version):
+    """A Keras version's default BatchNormalization epsilon."""
+    if version < (1, 0, 8):
+        return 1e-6
+    return 1e-5 if version < (1, 2, 0) else 1e-3
+
+
 def _version_form(version, backend, keras_version):
-    """``(form, default epsilon)`` of a Keras version's BatchNormalization
+    """How a Keras version's BatchNormalization used its fourth array
     (SEMANTICS.md, "Descendants and their weight lists")."""
     if version < (1, 0, 6):
-        return "std", 1e-6
-    if version >= (1, 2, 0):
-        return "variance", 1e-3
+        return "std"
     if version >= (1, 1, 0):
-        return "variance", 1e-5
+        return "variance"
     if backend not in ("theano", "tensorflow"):
         raise ValueError(
             f"running_std: Keras {keras_version} kept a std with Theano and a "
@@ -315,22 +320,23 @@ def _version_form(version, backend, keras_version):
             'Pass running_std="std" or running_std="variance".'
         )
     if version == (1, 0, 6):
-        return ("std" if backend == "theano" else "variance"), 1e-6
+        return "std" if backend == "theano" else "variance"
     # 1.0.7 and 1.0.8: Theano added epsilon outside the square root.
-    form = "theano_variance" if backend == "theano" else "variance"
-    return form, (1e-6 if version == (1, 0, 7) else 1e-5)
+    return "theano_variance" if backend == "theano" else "variance"
 
 
 def _source_form(weights, running_std, keras_version):
-    """``(form, default epsilon or None)`` for the file's BatchNormalizations."""
+    """``(form, default epsilon or None)`` for the file's BatchNormalizations:
+    the caller's ``running_std`` where given, else the file's version's."""
     if weights.format.startswith("keras0"):
         # Every Keras 0.x kept a std, with epsilon 1e-6 by default.
         return ("std" if running_std == "auto" else running_std), 1e-6
     version_text = weights.keras_version or keras_version
     version = _version_tuple(version_text)
     if version is not None:
-        form, default_epsilon = _version_form(version, weights.backend, version_text)
-        return (form if running_std == "auto" else running_std), default_epsilon
+        if running_std == "auto":
+            running_std = _version_form(version, weights.backend, version_text)
+        return running_std, _version_epsilon(version)
     if running_std == "auto":
         raise ValueError(
             f"running_std: {weights.path!r} is a Keras 1.x weights file, which "

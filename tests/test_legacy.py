@@ -308,21 +308,29 @@ def _keras1_example_layers(arrays):
     ]
 
 
-def test_keras_1_0_6_needs_the_backend(tmp_path, arrays):
+@pytest.mark.parametrize(
+    "running_std, form", [("std", "std"), ("variance", "variance")]
+)
+def test_keras_1_0_6_needs_the_backend(tmp_path, rng, arrays, running_std, form):
+    """Keras 1.0.6 kept a std with Theano and a variance with TensorFlow; a
+    file with unnamed arrays cannot tell which."""
     path = tmp_path / "weights.h5"
-    layers = [
-        (
-            "bn",
-            [
-                (f"param_{i}", arrays[k])
-                for i, k in enumerate(("gamma", "beta", "mean", "fourth"))
-            ],
-        )
-    ]
+    names = ("gamma", "beta", "mean", "fourth")
+    layers = [("bn", [(f"param_{i}", arrays[k]) for i, k in enumerate(names)])]
     write_keras1(path, layers, keras_version="1.0.6")
     model = keras.Sequential([keras.Input((3,)), BatchNormalization()])
     with pytest.raises(ValueError, match="does not tell its backend"):
         legacy.load_weights(model, path)
+    legacy.load_weights(model, path, running_std=running_std)
+    x = rng.normal(size=(8, 3))
+    g, b, m, a = (arrays[k] for k in names)
+    reference = seed_featurewise if form == "std" else variance_form
+    np.testing.assert_allclose(
+        to_numpy(model(x.astype("float32"))),
+        reference(x, g, b, m, a, 1e-6),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 # -- bad input ----------------------------------------------------------------------
