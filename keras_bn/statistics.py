@@ -192,11 +192,11 @@ def recompute_statistics(model, data, *, batch_size=32, verbose=1):
                 called.append(layer)
             if layer is current["layer"]:
                 x = ops.cast(inputs, functional.statistics_dtype(inputs.dtype))
-                mask = layer._broadcastable_mask(mask, x)
+                kept = layer._broadcastable_mask(mask, x)
                 current["moments"].add(
                     ops.convert_to_numpy(x),
                     layer._reduction_axes,
-                    None if mask is None else ops.convert_to_numpy(mask),
+                    None if kept is None else ops.convert_to_numpy(kept),
                 )
             return call(inputs, *args, mask=mask, **kwargs)
 
