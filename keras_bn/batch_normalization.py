@@ -447,9 +447,10 @@ class BatchNormalization(keras.layers.Layer):
         # wider), and give back the compute dtype.
         dtype = functional.statistics_dtype(inputs.dtype)
         x = ops.cast(inputs, dtype)
-        # A tensor of the statistics' dtype: the torch backend would round a
-        # Python float to float32 before a float64 computation.
-        epsilon = ops.cast(self.epsilon, dtype)
+        # Made directly in the statistics' dtype: a Python float meeting a
+        # float64 tensor is rounded to float32 first on torch, and
+        # ops.cast(float) rounds it on TensorFlow.
+        epsilon = ops.convert_to_tensor(self.epsilon, dtype=dtype)
         # Without scale or center, constant per-feature tensors stand in: they
         # cost one per-feature op, and keep a single code path.
         if self.scale:
@@ -565,7 +566,7 @@ class BatchNormalization(keras.layers.Layer):
     def _update_running(self, mean, std):
         shape = self.running_mean.shape
         dtype = self.running_mean.dtype
-        momentum = ops.cast(self.momentum, dtype)
+        momentum = ops.convert_to_tensor(self.momentum, dtype=dtype)
         mean = ops.cast(ops.reshape(ops.stop_gradient(mean), shape), dtype)
         std = ops.cast(ops.reshape(ops.stop_gradient(std), shape), dtype)
         self.running_mean.assign(
