@@ -90,10 +90,8 @@ def test_from_keras_is_exact_at_inference(rng, shape, axis, epsilon, center, sca
             broadcast(stock.moving_variance.numpy(), shape, axis),
             epsilon,
         )
-        # 1e-9: on TensorFlow the layer's float64 epsilon passes through
-        # float32 (ops.cast of a Python float), about 5e-11 off.
         np.testing.assert_allclose(
-            to_numpy(converted(x, training=False)), expected, rtol=1e-9, atol=1e-9
+            to_numpy(converted(x, training=False)), expected, rtol=1e-12, atol=1e-12
         )
 
 
