@@ -356,13 +356,26 @@ def paired_ratio(samples, name, reference):
     """Median over rounds of ``name``'s time over ``reference``'s in the same
     round: load from other processes drifts, and a ratio taken within one
     round cancels most of it."""
-    return statistics.median(
-        a / b for a, b in zip(samples[name], samples[reference])
-    )
+    return statistics.median(a / b for a, b in zip(samples[name], samples[reference]))
 
 
 def milliseconds(samples):
     return {name: statistics.median(values) * 1e3 for name, values in samples.items()}
+
+
+def candidates(x, upstream, mode, compile_step=False):
+    """The layers to time, by name, as harnesses."""
+    harnesses = {
+        "keras_bn": layer_harness(
+            keras_bn.BatchNormalization(axis=-1, mode=mode), x, upstream, compile_step
+        ),
+        "keras": layer_harness(
+            keras.layers.BatchNormalization(axis=-1), x, upstream, compile_step
+        ),
+    }
+    if BACKEND == "torch":
+        harnesses["torch"] = torch_native_harness(x, upstream, compile_step)
+    return harnesses
 
 
 def benchmark_shape(shape, args):
@@ -373,43 +386,15 @@ def benchmark_shape(shape, args):
     a = rng.normal(size=channels).astype("float32")
     b = rng.normal(size=channels).astype("float32")
 
-    harnesses = {
-        "keras_bn": layer_harness(
-            keras_bn.BatchNormalization(axis=-1, mode=args.mode), x, upstream
-        ),
-        "keras": layer_harness(keras.layers.BatchNormalization(axis=-1), x, upstream),
-    }
-    if BACKEND == "torch":
-        harnesses["torch"] = torch_native_harness(x, upstream)
-        if args.torch_compile:
-            for name, harness in [
-                (
-                    "keras_bn",
-                    lambda: layer_harness(
-                        keras_bn.BatchNormalization(axis=-1, mode=args.mode),
-                        x,
-                        upstream,
-                        compile_step=True,
-                    ),
-                ),
-                (
-                    "keras",
-                    lambda: layer_harness(
-                        keras.layers.BatchNormalization(axis=-1),
-                        x,
-                        upstream,
-                        compile_step=True,
-                    ),
-                ),
-                ("torch", lambda: torch_native_harness(x, upstream, True)),
-            ]:
-                compiled = harness()
-                try:
-                    compiled[1]()
-                except Exception as error:  # noqa: BLE001 - report, go on
-                    print(f"torch.compile of {name} failed: {error!r:.200}")
-                    continue
-                harnesses[f"{name} (torch.compile)"] = compiled
+    harnesses = candidates(x, upstream, args.mode)
+    if BACKEND == "torch" and args.torch_compile:
+        for name, compiled in candidates(x, upstream, args.mode, True).items():
+            try:
+                compiled[1]()
+            except Exception as error:
+                print(f"torch.compile of {name} failed: {error!r:.200}")
+                continue
+            harnesses[f"{name} (torch.compile)"] = compiled
 
     reference = one_pass(x, a, b)
     inference = time_interleaved(
@@ -424,7 +409,7 @@ def benchmark_shape(shape, args):
     for name, harness in harnesses.items():
         try:
             peaks[name] = int(harness[2]())
-        except Exception as error:  # noqa: BLE001 - a report, not a failure
+        except Exception as error:
             print(f"peak memory of {name} not available: {error!r:.200}")
     return {
         "shape": list(shape),
@@ -450,6 +435,10 @@ def ratios(samples_by_task):
                     "task": task,
                     "reference": reference,
                     "ratio": ratio,
+                    # Fastest round over fastest round: outside load only
+                    # ever adds time, so this is the least disturbed view.
+                    "ratio_of_minima": min(samples["keras_bn"])
+                    / min(samples[reference]),
                     "target": target,
                     "met": None if target is None else bool(ratio <= target),
                 }
@@ -482,7 +471,7 @@ def small_cnn(rng):
     outputs = layers.Dense(10)(h)
     model = keras.Model(inputs, outputs)
     for layer in model.layers:
-        if "batch_normalization" in layer.name:
+        if isinstance(layer, (keras_bn.BatchNormalization, layers.BatchNormalization)):
             weights = layer.get_weights()
             shape = weights[0].shape
             fresh = [
@@ -502,9 +491,7 @@ def model_inference(model, x):
         trainable = [v.value for v in model.trainable_variables]
         non_trainable = [v.value for v in model.non_trainable_variables]
         x = jax.numpy.asarray(x)
-        run = jax.jit(
-            lambda t, n, x: model.stateless_call(t, n, x, training=False)[0]
-        )
+        run = jax.jit(lambda t, n, x: model.stateless_call(t, n, x, training=False)[0])
         return lambda: jax.block_until_ready(run(trainable, non_trainable, x))
     if BACKEND == "tensorflow":
         import tensorflow as tf
@@ -543,9 +530,7 @@ def benchmark_folding(args):
     return {
         "model": "small CNN, input 64x32x32x3, 3 Conv2D + 1 Dense each followed "
         "by a BatchNormalization",
-        "batch_normalizations": sum(
-            "batch_normalization" in layer.name for layer in model.layers
-        ),
+        "batch_normalizations": len(report.folded) + len(report.unfolded),
         "unfolded": report.unfolded,
         "original_ms": times["original"],
         "folded_ms": times["folded"],
@@ -563,9 +548,7 @@ def format_shape(shape):
 
 def markdown(report):
     candidates = [
-        name
-        for name in report["results"][0]["train_ms"]
-        if name != "one-pass"
+        name for name in report["results"][0]["train_ms"] if name != "one-pass"
     ] + ["one-pass"]
     lines = [
         f"Backend: {report['machine']['backend']} "
@@ -591,10 +574,11 @@ def markdown(report):
             )
     lines += [
         "",
-        "keras_bn's time over each reference's (target: at most):",
+        "keras_bn's time over each reference's: the median of the ratios "
+        "within a round, and the ratio of the fastest rounds (target: at most):",
         "",
-        "| shape | task | reference | ratio | target | met |",
-        "|---|---|---|---:|---:|---|",
+        "| shape | task | reference | ratio | ratio of minima | target | met |",
+        "|---|---|---|---:|---:|---:|---|",
     ]
     for result in report["results"]:
         for row in result["ratios"]:
@@ -602,7 +586,8 @@ def markdown(report):
             met = {None: "", True: "yes", False: "**no**"}[row["met"]]
             lines.append(
                 f"| {format_shape(result['shape'])} | {row['task']} | "
-                f"{row['reference']} | {row['ratio']:.2f} | {target} | {met} |"
+                f"{row['reference']} | {row['ratio']:.2f} | "
+                f"{row['ratio_of_minima']:.2f} | {target} | {met} |"
             )
     peaks = [r for r in report["results"] if r["train_peak_bytes"]]
     if peaks:
