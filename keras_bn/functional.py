@@ -151,11 +151,10 @@ def _multiply_add(x, scale, offset):
     if keras.backend.backend() == "torch":
         import torch
 
-        return torch.addcmul(
-            ops.convert_to_tensor(offset, x.dtype),
-            x,
-            ops.convert_to_tensor(scale, x.dtype),
-        )
+        def tensor(t):
+            return torch.as_tensor(t, dtype=x.dtype, device=x.device)
+
+        return torch.addcmul(tensor(offset), x, tensor(scale))
     return x * scale + offset
 
 
