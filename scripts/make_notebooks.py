@@ -363,9 +363,390 @@ INTERNAL_COVARIATE_SHIFT = [
     ),
 ]
 
+LEGACY_WEIGHTS = [
+    markdown(
+        """
+        # Weights from 2015: load, check, convert, fold
+
+        In 2015 a Keras 0.3 model saved its weights with
+        `model.save_weights("weights.h5")`: an HDF5 file in a layout that
+        Keras has not read since 1.0, whose `BatchNormalization` keeps a
+        running **standard deviation** where every later Batch
+        Normalization keeps a running variance.
+
+        This notebook writes such a file, looks inside it, loads it with
+        `keras_bn.legacy` and checks the predictions against the seed's
+        formula written out in NumPy. Then it converts the layer to Keras'
+        own `keras.layers.BatchNormalization`, folds it into the `Dense`
+        layer before it for inference, and compares the seed's two modes,
+        featurewise (mode 0) and samplewise (mode 1), on the same data.
+        """
+    ),
+    code(
+        """
+        import h5py
+        import keras
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        import keras_bn
+        from keras_bn import BatchNormalization, cli, convert, legacy
+        from keras_bn.digits import load_split
+
+        print(f"Keras {keras.__version__}, backend {keras.backend.backend()}")
+        """
+    ),
+    markdown(
+        """
+        ## A stand-in for a 2015 model
+
+        No 2015 file is at hand, so this notebook makes one. The model is
+        one a Keras 0.3 user could have written for scikit-learn's 8x8
+        digits: `Dense` (64 pixels to 32 units), `BatchNormalization`,
+        ReLU, `Dense` (10 classes) with softmax. `BatchNormalization((32,))`
+        takes the shape of one sample, as in the seed, and `mode` is the
+        seed's argument. A few epochs of training give realistic weights;
+        only these arrays go on to the file.
+        """
+    ),
+    code(
+        """
+        EPSILON = 1e-6  # the seed's default
+
+
+        def seed_model(mode):
+            # Keras 0.x's Dense always had a bias.
+            return keras.Sequential(
+                [
+                    keras.Input((64,)),
+                    keras.layers.Dense(32, name="hidden"),
+                    BatchNormalization((32,), epsilon=EPSILON, mode=mode, name="bn"),
+                    keras.layers.Activation("relu", name="relu"),
+                    keras.layers.Dense(10, activation="softmax", name="output"),
+                ],
+                name=f"digits_mode{mode}",
+            )
+
+
+        split = load_split()
+        keras.utils.set_random_seed(0)
+        trained = seed_model(mode=0)
+        trained.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=0.1),
+            loss="sparse_categorical_crossentropy",
+        )
+        trained.fit(split.x_train, split.y_train, batch_size=60, epochs=10, verbose=0)
+        # One list of NumPy arrays per layer, in get_weights() order.
+        arrays = [layer.get_weights() for layer in trained.layers]
+        for layer, params in zip(trained.layers, arrays):
+            print(f"{layer.name:>20}: {[p.shape for p in params]}")
+        """
+    ),
+    markdown(
+        """
+        ## The Keras 0.x file
+
+        Keras 0.1 to 0.3's `Sequential.save_weights` wrote, with h5py:
+
+        - a root attribute `nb_layers`, the number of layers;
+        - one group `layer_{k}` per layer, `k` from 0, with an attribute
+          `nb_params` and datasets `param_0`, `param_1`, ... in the order of
+          the layer's `get_weights()`. A layer without weights (here the
+          `Activation`) gets a group with `nb_params = 0`.
+
+        A `BatchNormalization` group holds `gamma`, `beta`, `running_mean`
+        and `running_std` (from Keras 0.2.0 on; 0.1.x saved only `gamma`
+        and `beta`). Theano computed in float32.
+        """
+    ),
+    code(
+        """
+        path = "digits_keras03.h5"
+        with h5py.File(path, "w") as file:
+            file.attrs["nb_layers"] = len(arrays)
+            for k, params in enumerate(arrays):
+                group = file.create_group(f"layer_{k}")
+                group.attrs["nb_params"] = len(params)
+                for n, param in enumerate(params):
+                    group.create_dataset(f"param_{n}", data=param.astype("float32"))
+        """
+    ),
+    markdown(
+        """
+        `keras-bn inspect FILE` tells what a legacy file holds; in a shell,
+        `keras-bn inspect digits_keras03.h5`. Here the same command runs
+        in-process:
+        """
+    ),
+    code(
+        """
+        exit_status = cli.main(["inspect", path])
+        """
+    ),
+    markdown(
+        """
+        ## Loading it
+
+        Build the model the file came from, then `legacy.load_weights`: the
+        file's layers that hold arrays go, in order, into the model's layers
+        that hold weights. Every Keras 0.x file holds a standard deviation
+        with epsilon 1e-6, so `running_std` goes into
+        `keras_bn.BatchNormalization` as it is.
+        """
+    ),
+    code(
+        """
+        model = seed_model(mode=0)
+        legacy.load_weights(model, path)
+        bn = model.layers[1]
+        names = ["gamma", "beta", "running_mean", "running_std"]
+        for name, weight in zip(names, bn.get_weights()):
+            print(f"{name:>12}: first {np.round(weight[:4], 3)}")
+        """
+    ),
+    markdown(
+        """
+        ## Checking against the seed's formula
+
+        At inference the seed's mode 0 computes
+        `gamma * (x - running_mean) / (running_std + epsilon) + beta`.
+        Below, the whole model written out in NumPy (float64), with the
+        arrays read from the file directly, without `keras_bn`:
+        """
+    ),
+    code(
+        """
+        def read_layer(file, k):
+            group = file[f"layer_{k}"]
+            return [group[f"param_{n}"][()] for n in range(group.attrs["nb_params"])]
+
+
+        with h5py.File(path, "r") as file:
+            layers = [read_layer(file, k) for k in range(file.attrs["nb_layers"])]
+        (w0, b0), (gamma, beta, running_mean, running_std), _, (w1, b1) = [
+            [np.float64(p) for p in params] for params in layers
+        ]
+
+
+        def softmax(z):
+            z = np.exp(z - z.max(axis=-1, keepdims=True))
+            return z / z.sum(axis=-1, keepdims=True)
+
+
+        def seed_predict(x):
+            h = x @ w0 + b0
+            h = gamma * (h - running_mean) / (running_std + EPSILON) + beta
+            return softmax(np.maximum(h, 0.0) @ w1 + b1)
+
+
+        x, y = split.x_test, split.y_test
+        expected = seed_predict(np.float64(x))
+        predicted = model.predict(x, verbose=0)
+        difference = np.max(np.abs(predicted - expected))
+        print(f"largest difference from the seed's formula: {difference:.1e}")
+        print(f"test accuracy {np.mean(predicted.argmax(axis=1) == y):.1%}")
+        """
+    ),
+    markdown(
+        """
+        ## Converting to Keras' own layer
+
+        `keras.layers.BatchNormalization` keeps a variance and computes
+        `gamma * (x - moving_mean) / sqrt(moving_variance + epsilon) + beta`.
+        The two layers agree when the denominators do:
+        `sqrt(moving_variance + epsilon_new) = running_std + epsilon_old`,
+        so `convert.to_keras` sets
+        `moving_variance = (running_std + epsilon_old)**2 - epsilon_new`.
+        Both epsilons enter; here the new layer gets Keras' default, 1e-3.
+        """
+    ),
+    code(
+        """
+        stock_bn = convert.to_keras(bn, epsilon=1e-3)
+        stock_model = keras.Sequential(
+            [keras.Input((64,)), model.layers[0], stock_bn, *model.layers[2:]]
+        )
+        moving_variance = stock_bn.moving_variance.numpy()
+        print("running_std + 1e-6:          ", np.round(running_std[:4] + EPSILON, 5))
+        print("moving_variance:             ", np.round(moving_variance[:4], 5))
+        denominator = np.sqrt(moving_variance[:4] + 1e-3)
+        print("sqrt(moving_variance + 1e-3):", np.round(denominator, 5))
+        stock_predicted = stock_model.predict(x, verbose=0)
+        difference = np.max(np.abs(stock_predicted - predicted))
+        print(f"largest difference from keras_bn: {difference:.1e}")
+        """
+    ),
+    markdown(
+        """
+        Keras 2's own loader put old weights in by position, the standard
+        deviation into `moving_variance`. That runs without complaint and
+        gives other predictions:
+        """
+    ),
+    code(
+        """
+        by_position = keras.layers.BatchNormalization(epsilon=1e-3)
+        by_position.build((None, 32))
+        by_position.set_weights([gamma, beta, running_mean, running_std])
+        wrong_model = keras.Sequential(
+            [keras.Input((64,)), model.layers[0], by_position, *model.layers[2:]]
+        )
+        wrong = wrong_model.predict(x, verbose=0)
+        difference = np.max(np.abs(wrong - expected))
+        print(f"largest difference from the seed's formula: {difference:.2f}")
+        changed = np.mean(wrong.argmax(axis=1) != expected.argmax(axis=1))
+        print(f"predicted classes that change: {changed:.1%}")
+        """
+    ),
+    markdown(
+        """
+        ## Folding for inference
+
+        At inference mode 0 is one multiply-add per feature,
+        `x * scale + offset` with `scale = gamma / (running_std + epsilon)`
+        and `offset = beta - running_mean * scale`. After a `Dense` layer
+        without activation, that goes into the `Dense` layer's weights:
+        `kernel * scale` and `bias * scale + offset`.
+        `keras_bn.fold_batchnorm` returns such a copy, one layer shorter
+        (the original model is not changed).
+        """
+    ),
+    code(
+        """
+        folded, report = keras_bn.fold_batchnorm(model, return_report=True)
+        print("before:", [layer.name for layer in model.layers])
+        print("after: ", [layer.name for layer in folded.layers])
+        print("folded:", report.folded)
+        folded_predicted = folded.predict(x, verbose=0)
+        difference = np.max(np.abs(folded_predicted - expected))
+        print(f"largest difference from the seed's formula: {difference:.1e}")
+        """
+    ),
+    markdown(
+        """
+        ## Mode 0 against mode 1
+
+        The seed has two modes:
+
+        - **mode 0, featurewise**: each of the 32 features is normalized
+          with its own mean and standard deviation over the batch (at
+          inference, the running estimates). Over the data, every feature
+          has mean 0 and standard deviation 1; one sample's 32 values can
+          sit anywhere.
+        - **mode 1, samplewise**: each sample is normalized over its own 32
+          features, `(x - mean(x)) / (std(x) + epsilon)`, in training and
+          at inference alike. Every sample has mean 0 and standard
+          deviation 1; one feature across the samples need not.
+
+        Both layers below get the same input, the first `Dense` layer's
+        output on the 540 test digits, with `gamma = 1` and `beta = 0` so
+        that only the normalization shows. Each point of the plot is one
+        feature (left) or one sample (right): its mean and standard
+        deviation after normalization.
+        """
+    ),
+    code(
+        """
+        %matplotlib inline
+        dense_output = keras.ops.convert_to_numpy(model.layers[0](x))
+        plain = [np.ones(32), np.zeros(32), running_mean, running_std]
+        outputs = {}
+        for mode in (0, 1):
+            layer = BatchNormalization((32,), epsilon=EPSILON, mode=mode, weights=plain)
+            normalized = layer(dense_output, training=False)
+            outputs[mode] = keras.ops.convert_to_numpy(normalized)
+
+        titles = (
+            "each of the 32 features, over the 540 samples",
+            "each of the 540 samples, over the 32 features",
+        )
+        figure, panels = plt.subplots(1, 2, figsize=(10, 4), sharex=True, sharey=True)
+        for panel, axis, title in zip(panels, (0, 1), titles):
+            for mode, marker in ((0, "o"), (1, "x")):
+                panel.scatter(
+                    outputs[mode].mean(axis=axis),
+                    outputs[mode].std(axis=axis),
+                    marker=marker,
+                    alpha=0.6,
+                    label=f"mode {mode}",
+                )
+            panel.set_title(title)
+            panel.set_xlabel("mean after normalization")
+            panel.axhline(1.0, color="gray", linewidth=0.5)
+            panel.axvline(0.0, color="gray", linewidth=0.5)
+            panel.legend()
+        panels[0].set_ylabel("standard deviation after normalization")
+        plt.show()
+        """
+    ),
+    markdown(
+        """
+        Mode 0 puts every feature near (0, 1), not on it: its running
+        estimates come from the training digits, these are the test digits.
+        Mode 1 puts every sample exactly on (0, 1), whatever the data.
+
+        The seed's mode 1 formula in NumPy (population standard deviation,
+        no epsilon under the root), against the layer:
+        """
+    ),
+    code(
+        """
+        h = np.float64(dense_output)
+        mean = h.mean(axis=-1, keepdims=True)
+        std = h.std(axis=-1, keepdims=True)
+        by_hand = (h - mean) / (std + EPSILON)
+        difference = np.max(np.abs(outputs[1] - by_hand))
+        print(f"mode 1, largest difference from the formula: {difference:.1e}")
+        for mode, normalized in outputs.items():
+            feature_std, sample_std = normalized.std(axis=0), normalized.std(axis=1)
+            print(
+                f"mode {mode}: std per feature {feature_std.min():.2f} to "
+                f"{feature_std.max():.2f}, per sample {sample_std.min():.2f} to "
+                f"{sample_std.max():.2f}"
+            )
+        """
+    ),
+    markdown(
+        """
+        A weights file does not record the mode: it is part of the model,
+        as the layer's arguments are. The same file loaded into a mode 1
+        model computes something else, with weights that were trained for
+        mode 0:
+        """
+    ),
+    code(
+        """
+        samplewise = seed_model(mode=1)
+        legacy.load_weights(samplewise, path)
+        for label, network in (("mode 0", model), ("mode 1", samplewise)):
+            accuracy = np.mean(network.predict(x, verbose=0).argmax(axis=1) == y)
+            print(f"{label}: test accuracy {accuracy:.1%}")
+        """
+    ),
+    markdown(
+        """
+        ## Summary
+
+        - `legacy.load_weights(model, "weights.h5")` reads Keras 0.x (and
+          1.x, 2.x) files into a model built as the original was; the
+          predictions match the seed's formula to float32 rounding.
+        - `convert.to_keras` gives Keras' own layer with
+          `moving_variance = (running_std + epsilon_old)**2 - epsilon_new`:
+          the same predictions. Copying the standard deviation into
+          `moving_variance` as it is changes them.
+        - `keras_bn.fold_batchnorm` removes mode 0 layers that follow a
+          `Dense` or convolution, for inference, with the same predictions.
+        - Mode 0 normalizes each feature over the samples, mode 1 each
+          sample over its features; the file does not say which, the model
+          does. `docs/legacy.md` has the other formats and options.
+        """
+    ),
+]
+
 NOTEBOOKS = {
     "01_quickstart": QUICKSTART,
     "02_internal_covariate_shift": INTERNAL_COVARIATE_SHIFT,
+    "03_legacy_weights": LEGACY_WEIGHTS,
 }
 
 

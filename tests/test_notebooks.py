@@ -42,9 +42,11 @@ def has_image(cell):
 
 
 def test_the_notebooks_are_there():
-    assert {"01_quickstart.ipynb", "02_internal_covariate_shift.ipynb"} <= set(
-        NOTEBOOKS
-    )
+    assert {
+        "01_quickstart.ipynb",
+        "02_internal_covariate_shift.ipynb",
+        "03_legacy_weights.ipynb",
+    } <= set(NOTEBOOKS)
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -56,8 +58,12 @@ def test_committed_notebook_was_run_top_to_bottom(name):
         assert not any(output.output_type == "error" for output in cell.outputs)
 
 
-def test_figure_1_is_in_the_committed_notebook():
-    assert any(map(has_image, code_cells(read("02_internal_covariate_shift.ipynb"))))
+# Figure 1; mode 0 against mode 1.
+@pytest.mark.parametrize(
+    "name", ["02_internal_covariate_shift.ipynb", "03_legacy_weights.ipynb"]
+)
+def test_the_plot_is_in_the_committed_notebook(name):
+    assert any(map(has_image, code_cells(read(name))))
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
