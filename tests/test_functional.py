@@ -117,6 +117,24 @@ def test_featurewise_train_gradients_match_finite_differences(rng, shape, featur
     assert_gradients_match(function, reference, x, gamma, beta, upstream)
 
 
+@pytest.mark.parametrize("shape", [(6, 3), (3, 2, 2, 3)])
+def test_featurewise_train_takes_parameters_of_the_feature_shape(rng, shape):
+    """gamma and beta of shape (features,), broadcasting from the right, get
+    gradients of that shape."""
+    axes = tuple(range(len(shape) - 1))
+    x, gamma, beta, upstream = random_inputs(rng, shape, shape[-1:])
+
+    def function(x, gamma, beta):
+        epsilon = keras.ops.convert_to_tensor(EPSILON, "float64")
+        return functional.featurewise_train(x, gamma, beta, axes, epsilon)[0]
+
+    def reference(x, gamma, beta):
+        mean, std = seed_batch_statistics(x, EPSILON, axes)
+        return seed_featurewise(x, gamma, beta, mean, std, EPSILON)
+
+    assert_gradients_match(function, reference, x, gamma, beta, upstream)
+
+
 @pytest.mark.parametrize(
     "shape, param_shape",
     [((6, 5), (1, 5)), ((3, 4, 5), (1, 1, 5)), ((3, 4, 5), (1, 4, 5))],
