@@ -199,7 +199,7 @@ def _moments(x, axes):
         # PyTorch's batch-norm statistics kernel: one call, no full-size
         # temporary. It has no derivative, hence the check above.
         mean, variance = torch.batch_norm_update_stats(
-            _torch_kernel_view(x, layout), None, None, 0.0
+            x.reshape(layout), None, None, 0.0
         )
         shape = _kept_shape(x, axes)
         return mean.reshape(shape), variance.reshape(shape)
@@ -217,10 +217,10 @@ def _kept_shape(x, axes):
 
 
 def _torch_feature_layout(x, axes):
-    """On PyTorch, ``(rows, features, columns)``: ``x`` seen as PyTorch's
-    batch-norm kernels take it, with the statistics over rows and columns.
-    None on other backends, or when the axes kept (the features) are not one
-    run of adjacent axes."""
+    """On PyTorch, ``(rows, features, columns)``: the shape that views ``x``
+    as PyTorch's batch-norm kernels take it (NCL), with the statistics over
+    rows and columns. None on other backends, or when the axes kept (the
+    features) are not one run of adjacent axes."""
     if keras.backend.backend() != "torch":
         return None
     ndim = len(x.shape)
@@ -233,18 +233,6 @@ def _torch_feature_layout(x, axes):
         math.prod(x.shape[features[0] : features[-1] + 1]),
         math.prod(x.shape[features[-1] + 1 :]),
     )
-
-
-def _torch_kernel_view(t, layout):
-    """``t`` as an NCHW tensor for PyTorch's batch-norm kernels. Trailing
-    features get channels-last strides: the kernels then vectorize over the
-    features, where on a plain ``(rows, features)`` tensor the backward
-    kernel walks each feature with a stride (three times slower at 1024
-    features)."""
-    rows, features, columns = layout
-    if columns == 1:
-        return t.reshape(rows, 1, 1, features).permute(0, 3, 1, 2)
-    return t.reshape(rows, features, columns, 1)
 
 
 def _torch_tracks_gradient(x):
@@ -347,11 +335,13 @@ def _torch_featurewise_backward(upstream, x, gamma, mean, std, epsilon, layout):
     import torch
 
     shape = mean.shape
-    invstd = 1.0 / ops.sqrt(std * (std + epsilon))
-    weight = ops.broadcast_to(gamma, shape) * ops.sqrt(std / (std + epsilon))
+    # torch functions, not keras.ops: this runs eagerly on every step, and
+    # Keras' dispatch costs more than these per-feature operations.
+    invstd = torch.rsqrt(std * (std + epsilon))
+    weight = torch.broadcast_to(gamma, shape) * torch.sqrt(std / (std + epsilon))
     dx, dw, db = torch.ops.aten.native_batch_norm_backward(
-        _torch_kernel_view(upstream, layout),
-        _torch_kernel_view(x, layout),
+        upstream.reshape(layout),
+        x.reshape(layout),
         weight.reshape(-1),
         None,
         None,
