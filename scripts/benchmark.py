@@ -144,6 +144,9 @@ def machine():
         "python": platform.python_version(),
         "backend": BACKEND,
         "versions": versions,
+        # glibc allocator settings, which decide whether a fresh output
+        # buffer costs page faults (see docs/benchmarks.md).
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
     }
 
 
@@ -550,11 +553,14 @@ def markdown(report):
     candidates = [
         name for name in report["results"][0]["train_ms"] if name != "one-pass"
     ] + ["one-pass"]
+    machine_info = report["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in machine_info["versions"].items())
+    allocator = " ".join(f"{k}={v}" for k, v in machine_info["malloc_env"].items())
     lines = [
-        f"Backend: {report['machine']['backend']} "
-        f"({', '.join(f'{k} {v}' for k, v in report['machine']['versions'].items())}); "
-        f"{report['machine']['nproc']} x {report['machine']['cpu']}; "
-        f"keras_bn mode {report['mode']}, float32, axis=-1.",
+        f"Backend: {machine_info['backend']} ({versions}); "
+        f"{machine_info['nproc']} x {machine_info['cpu']}; "
+        f"keras_bn mode {report['mode']}, float32, axis=-1; "
+        f"{allocator or 'default glibc malloc settings'}.",
         "",
         "Median time per call, ms:",
         "",
