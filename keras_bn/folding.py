@@ -139,6 +139,8 @@ def _batch_norm_links(model, sequential):
             yield layer, producer, problem
         return
 
+    # Keras 3 has no public graph API; a functional model's nodes are in
+    # _nodes_by_depth (also what keras.models.clone_model walks).
     nodes = [
         node
         for depth in model._nodes_by_depth.values()
