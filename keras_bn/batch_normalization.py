@@ -344,6 +344,9 @@ class BatchNormalization(keras.layers.Layer):
             ndim=ndim, axes={a: input_shape[a] for a in feature_axes}
         )
         self._reduction_axes = tuple(a for a in range(ndim) if a not in feature_axes)
+        self._trailing_features = feature_axes == tuple(
+            range(ndim - len(feature_axes), ndim)
+        )
         self._broadcast_shape = tuple(
             input_shape[a] if a in feature_axes else 1 for a in range(ndim)
         )
@@ -440,7 +443,15 @@ class BatchNormalization(keras.layers.Layer):
     # -- the forward pass --------------------------------------------------
 
     def _param(self, variable, dtype):
-        return ops.reshape(ops.cast(variable, dtype), self._broadcast_shape)
+        # Each reshape or cast is a Keras dispatch on every call (costly in
+        # eager PyTorch): weights of the trailing axes broadcast as they are.
+        if variable.dtype == dtype:
+            value = variable.value
+        else:
+            value = ops.cast(variable, dtype)
+        if self._trailing_features:
+            return value
+        return ops.reshape(value, self._broadcast_shape)
 
     def call(self, inputs, training=None, mask=None):
         # float16/bfloat16 statistics overflow easily: compute in float32 (or
@@ -492,7 +503,9 @@ class BatchNormalization(keras.layers.Layer):
         if self.mode == 0 and mask is None and not self.synchronized:
             return functional.featurewise_train(x, gamma, beta, reduction_axes, epsilon)
         mean, std = functional.batch_moments(
-            x,
+            # Mode 1's output does not depend on these statistics, and
+            # without a gradient to track, PyTorch computes them in one kernel.
+            x if self.mode == 0 else ops.stop_gradient(x),
             reduction_axes,
             epsilon,
             mask,

@@ -82,3 +82,13 @@ def loss_and_gradients(layer, x, upstream, **call_kwargs):
         jax.numpy.asarray(x), [v.value for v in trainable]
     )
     return float(loss), [np.asarray(grads[0])] + [np.asarray(g) for g in grads[1]]
+
+
+def numeric_gradient(f, value, step=1e-6):
+    """Central finite differences of the scalar function ``f`` at ``value``."""
+    grad = np.zeros_like(value)
+    for index in np.ndindex(value.shape):
+        bump = np.zeros_like(value)
+        bump[index] = step
+        grad[index] = (f(value + bump) - f(value - bump)) / (2 * step)
+    return grad

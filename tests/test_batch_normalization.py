@@ -8,9 +8,14 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, dtype_scope, loss_and_gradients, to_numpy
+from conftest import (
+    BACKEND,
+    dtype_scope,
+    loss_and_gradients,
+    numeric_gradient,
+    to_numpy,
+)
 from reference import (
-    broadcast_shape,
     seed_batch_statistics,
     seed_featurewise,
     seed_running_update,
@@ -199,15 +204,6 @@ def test_frozen_layer_runs_in_inference_and_keeps_its_estimates(rng):
 
 
 # -- gradients -----------------------------------------------------------------
-
-
-def numeric_gradient(f, value, step=1e-6):
-    grad = np.zeros_like(value)
-    for index in np.ndindex(value.shape):
-        bump = np.zeros_like(value)
-        bump[index] = step
-        grad[index] = (f(value + bump) - f(value - bump)) / (2 * step)
-    return grad
 
 
 @pytest.mark.parametrize("mode", [0, 1])

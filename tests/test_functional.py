@@ -11,13 +11,12 @@ regrouped sums TensorFlow gets for narrow features.
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, dtype_scope, to_numpy
+from conftest import BACKEND, dtype_scope, numeric_gradient, to_numpy
 from reference import (
     seed_batch_statistics,
     seed_featurewise,
     seed_samplewise,
 )
-from test_batch_normalization import numeric_gradient
 
 from keras_bn import functional
 
