@@ -98,6 +98,21 @@ def _weight_list(gamma, beta, mean, fourth):
     return [w for w in (gamma, beta) if w is not None] + [mean, fourth]
 
 
+def _shared_options(layer):
+    """The constructor arguments that both Batch Normalizations take alike."""
+    return dict(
+        center=layer.center,
+        scale=layer.scale,
+        gamma_regularizer=layer.gamma_regularizer,
+        beta_regularizer=layer.beta_regularizer,
+        gamma_constraint=layer.gamma_constraint,
+        beta_constraint=layer.beta_constraint,
+        name=layer.name,
+        dtype=layer.dtype_policy,
+        trainable=layer.trainable,
+    )
+
+
 def _build_for_axis(layer, rank, axis, size):
     """Builds ``layer`` for inputs of ``rank`` whose feature ``axis`` has
     ``size`` entries; the other sizes stay unknown."""
@@ -132,15 +147,7 @@ def from_keras(layer):
         epsilon=layer.epsilon,
         momentum=layer.momentum,
         axis=layer.axis,
-        center=layer.center,
-        scale=layer.scale,
-        gamma_regularizer=layer.gamma_regularizer,
-        beta_regularizer=layer.beta_regularizer,
-        gamma_constraint=layer.gamma_constraint,
-        beta_constraint=layer.beta_constraint,
-        name=layer.name,
-        dtype=layer.dtype_policy,
-        trainable=layer.trainable,
+        **_shared_options(layer),
     )
     _build_for_axis(converted, rank, layer.axis, layer.moving_mean.shape[0])
     gamma, beta = _affine(layer)
@@ -209,15 +216,7 @@ def to_keras(layer, *, epsilon=None):
         axis=feature_axes[0],
         momentum=layer.momentum,
         epsilon=epsilon,
-        center=layer.center,
-        scale=layer.scale,
-        gamma_regularizer=layer.gamma_regularizer,
-        beta_regularizer=layer.beta_regularizer,
-        gamma_constraint=layer.gamma_constraint,
-        beta_constraint=layer.beta_constraint,
-        name=layer.name,
-        dtype=layer.dtype_policy,
-        trainable=layer.trainable,
+        **_shared_options(layer),
     )
     _build_for_axis(converted, rank, feature_axes[0], moving_variance.shape[0])
     gamma, beta = _affine(layer)
