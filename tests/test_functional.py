@@ -98,12 +98,8 @@ def assert_gradients_match(function, reference, x, gamma, beta, upstream):
         )
 
 
-@pytest.mark.parametrize("shape, feature_axes", FEATURE_LAYOUTS)
-def test_featurewise_train_gradients_match_finite_differences(rng, shape, feature_axes):
-    axes = reduction_axes(shape, feature_axes)
-    x, gamma, beta, upstream = random_inputs(
-        rng, shape, parameter_shape(shape, feature_axes)
-    )
+def featurewise_pair(axes):
+    """``featurewise_train``'s output over ``axes``, and the NumPy reference's."""
 
     def function(x, gamma, beta):
         epsilon = keras.ops.convert_to_tensor(EPSILON, "float64")
@@ -113,7 +109,17 @@ def test_featurewise_train_gradients_match_finite_differences(rng, shape, featur
         mean, std = seed_batch_statistics(x, EPSILON, axes)
         return seed_featurewise(x, gamma, beta, mean, std, EPSILON)
 
-    assert_gradients_match(function, reference, x, gamma, beta, upstream)
+    return function, reference
+
+
+@pytest.mark.parametrize("shape, feature_axes", FEATURE_LAYOUTS)
+def test_featurewise_train_gradients_match_finite_differences(rng, shape, feature_axes):
+    axes = reduction_axes(shape, feature_axes)
+    x, gamma, beta, upstream = random_inputs(
+        rng, shape, parameter_shape(shape, feature_axes)
+    )
+
+    assert_gradients_match(*featurewise_pair(axes), x, gamma, beta, upstream)
 
 
 @pytest.mark.parametrize("shape", [(6, 3), (3, 2, 2, 3)])
@@ -123,15 +129,7 @@ def test_featurewise_train_takes_parameters_of_the_feature_shape(rng, shape):
     axes = tuple(range(len(shape) - 1))
     x, gamma, beta, upstream = random_inputs(rng, shape, shape[-1:])
 
-    def function(x, gamma, beta):
-        epsilon = keras.ops.convert_to_tensor(EPSILON, "float64")
-        return functional.featurewise_train(x, gamma, beta, axes, epsilon)[0]
-
-    def reference(x, gamma, beta):
-        mean, std = seed_batch_statistics(x, EPSILON, axes)
-        return seed_featurewise(x, gamma, beta, mean, std, EPSILON)
-
-    assert_gradients_match(function, reference, x, gamma, beta, upstream)
+    assert_gradients_match(*featurewise_pair(axes), x, gamma, beta, upstream)
 
 
 @pytest.mark.parametrize(
