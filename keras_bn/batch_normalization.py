@@ -490,18 +490,24 @@ class BatchNormalization(keras.layers.Layer):
             return ops.cast(y, self.compute_dtype)
 
         if self.virtual_batch_size is not None:
-            y, mean, std = self._train_ghost_batches(x, gamma, beta, epsilon, mask)
+            y, mean, std, count = self._train_ghost_batches(
+                x, gamma, beta, epsilon, mask
+            )
         else:
-            y, mean, std = self._train(x, gamma, beta, epsilon, mask)
-        self._update_running(mean, std)
+            y, mean, std, count = self._train(x, gamma, beta, epsilon, mask)
+        self._update_running(mean, std, count)
         return ops.cast(y, self.compute_dtype)
 
     def _train(self, x, gamma, beta, epsilon, mask, reduction_axes=None):
-        """Training output and batch statistics, over ``reduction_axes``."""
+        """Training output, batch statistics over ``reduction_axes``, and,
+        with a mask, how many positions each statistic saw (else None)."""
         if reduction_axes is None:
             reduction_axes = self._reduction_axes
         if self.mode == 0 and mask is None and not self.synchronized:
-            return functional.featurewise_train(x, gamma, beta, reduction_axes, epsilon)
+            y, mean, std = functional.featurewise_train(
+                x, gamma, beta, reduction_axes, epsilon
+            )
+            return y, mean, std, None
         mean, std = functional.batch_moments(
             # Mode 1's output does not depend on these statistics, and
             # without a gradient to track, PyTorch computes them in one kernel.
@@ -516,12 +522,22 @@ class BatchNormalization(keras.layers.Layer):
             y = functional.normalize_inference(x, gamma, beta, mean, std, epsilon)
         else:
             y = functional.samplewise_normalize(x, gamma, beta, epsilon)
-        return y, mean, std
+        count = None
+        if mask is not None:
+            count = ops.sum(
+                ops.broadcast_to(ops.cast(mask, x.dtype), ops.shape(x)),
+                axis=reduction_axes,
+                keepdims=True,
+            )
+            if self.synchronized:
+                count = _sum_across_replicas(count)
+        return y, mean, std, count
 
     def _train_ghost_batches(self, x, gamma, beta, epsilon, mask):
         """Ghost batch normalization: statistics over each run of
         ``virtual_batch_size`` samples; the running estimates follow the mean
-        of the ghost batches' statistics."""
+        of the ghost batches' statistics (weighted by their unmasked counts
+        when there is a mask)."""
         size = self.virtual_batch_size
         batch = x.shape[0]
         if batch is not None and batch % size:
@@ -536,7 +552,7 @@ class BatchNormalization(keras.layers.Layer):
         if mask is not None:
             mask = split(ops.broadcast_to(mask, ops.shape(x)))
         axes = tuple(a + 1 for a in self._reduction_axes)
-        y, mean, std = self._train(
+        y, mean, std, count = self._train(
             split(x),
             # The parameters broadcast over the ghost-batch axis.
             ops.expand_dims(gamma, 0),
@@ -545,13 +561,24 @@ class BatchNormalization(keras.layers.Layer):
             mask,
             axes,
         )
-        # A sum over a count, not ops.mean, which computes float64 in float32
-        # on the torch backend.
-        ghosts = ops.cast(ops.shape(x)[0] // size, x.dtype)
+        y = ops.reshape(y, ops.shape(x))
+        if count is None:
+            # A sum over a count, not ops.mean, which computes float64 in
+            # float32 on the torch backend.
+            ghosts = ops.cast(ops.shape(x)[0] // size, x.dtype)
+            return (
+                y,
+                ops.sum(mean, axis=0) / ghosts,
+                ops.sum(std, axis=0) / ghosts,
+                None,
+            )
+        total = ops.sum(count, axis=0)
+        weights = count / ops.maximum(total, 1.0)
         return (
-            ops.reshape(y, ops.shape(x)),
-            ops.sum(mean, axis=0) / ghosts,
-            ops.sum(std, axis=0) / ghosts,
+            y,
+            ops.sum(weights * mean, axis=0),
+            ops.sum(weights * std, axis=0),
+            total,
         )
 
     def _broadcastable_mask(self, mask, x):
@@ -576,18 +603,25 @@ class BatchNormalization(keras.layers.Layer):
             )
         return mask
 
-    def _update_running(self, mean, std):
+    def _update_running(self, mean, std, count=None):
+        """The seed's update; a feature that the mask hid in every position
+        of the batch keeps its running estimates."""
         shape = self.running_mean.shape
         dtype = self.running_mean.dtype
         momentum = ops.convert_to_tensor(self.momentum, dtype=dtype)
-        mean = ops.cast(ops.reshape(ops.stop_gradient(mean), shape), dtype)
-        std = ops.cast(ops.reshape(ops.stop_gradient(std), shape), dtype)
-        self.running_mean.assign(
-            functional.moving_average(self.running_mean, mean, momentum)
-        )
-        self.running_std.assign(
-            functional.moving_average(self.running_std, std, momentum)
-        )
+        for variable, batch_value in (
+            (self.running_mean, mean),
+            (self.running_std, std),
+        ):
+            batch_value = ops.cast(
+                ops.reshape(ops.stop_gradient(batch_value), shape), dtype
+            )
+            updated = functional.moving_average(variable, batch_value, momentum)
+            if count is not None:
+                updated = ops.where(
+                    ops.reshape(count, shape) > 0, updated, variable.value
+                )
+            variable.assign(updated)
 
     # -- serialization -----------------------------------------------------
 

@@ -370,3 +370,30 @@ def test_keras_layer_contract_with_options(kwargs, trainable):
         expected_num_losses=1 if "gamma_regularizer" in kwargs else 0,
         supports_masking=True,
     )
+
+
+def test_a_feature_masked_everywhere_keeps_its_running_estimates(rng):
+    x = rng.normal(size=(4, 2, 3)).astype("float32")
+    mask = np.ones((4, 2), dtype=bool)
+    mask[:, 0] = False  # time step 0 is hidden in every sample
+    layer = BatchNormalization(momentum=0.5, running_mean_initializer="ones")
+    layer(x, training=True, mask=mask)
+    running_mean, running_std = layer.get_weights()[2:]
+    np.testing.assert_array_equal(running_mean[0], np.ones(3))
+    np.testing.assert_array_equal(running_std[0], np.ones(3))
+    mean, std = seed_batch_statistics(x[:, 1], 1e-6)
+    np.testing.assert_allclose(running_mean[1], 0.5 + 0.5 * mean[0], atol=1e-5)
+    np.testing.assert_allclose(running_std[1], 0.5 + 0.5 * std[0], atol=1e-5)
+
+
+def test_masked_ghost_batches_weigh_their_statistics_by_count(rng):
+    x = rng.normal(size=(8, 3, 2)).astype("float32")
+    mask = rng.uniform(size=(8, 3)) > 0.4
+    mask[0] = True
+    mask[4:] = False  # the second ghost batch is hidden entirely
+    layer = BatchNormalization(axis=-1, momentum=0.0, virtual_batch_size=4)
+    layer(x, training=True, mask=mask)
+    ghost_mask = mask[:4, :, None]
+    mean, std = seed_batch_statistics(x[:4], 1e-6, (0, 1), ghost_mask)
+    np.testing.assert_allclose(layer.get_weights()[2], mean.ravel(), atol=1e-5)
+    np.testing.assert_allclose(layer.get_weights()[3], std.ravel(), atol=1e-5)
