@@ -49,7 +49,18 @@ def convert_running_statistic(
         ValueError: when the target cannot express the source's denominator
             (it would need a negative std or variance).
     """
+    if form not in SOURCE_FORMS:
+        raise ValueError(f"form: expected one of {SOURCE_FORMS}, got {form!r}.")
+    if target_form not in ("std", "variance"):
+        raise ValueError(
+            f"target_form: expected 'std' or 'variance', got {target_form!r}."
+        )
     fourth = np.asarray(fourth, dtype="float64")
+    if form != "std" and np.any(fourth < 0):
+        raise ValueError(
+            f"{label}: its fourth array is a variance and must be >= 0, got "
+            f"minimum {fourth.min()}."
+        )
     # Every form as a seed-form std with its own epsilon: the denominator is
     # std + std_epsilon in all three.
     if form == "std":
@@ -66,9 +77,8 @@ def convert_running_statistic(
                 f"{label}: moving_variance would be negative: "
                 f"{error} Use a smaller epsilon."
             ) from None
-    running_std = functional.std_from_variance(
-        functional.variance_from_std(std, std_epsilon, 0.0), 0.0, target_epsilon
-    )
+    # Equal denominators: running_std + target_epsilon == std + std_epsilon.
+    running_std = std + std_epsilon - target_epsilon
     if np.any(running_std < 0):
         raise ValueError(
             f"{label}: running_std would be negative (minimum "

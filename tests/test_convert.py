@@ -326,3 +326,17 @@ def test_convert_running_statistic_keeps_the_denominator(
     # The target's own denominator, written out.
     target = converted + 0.02 if target_form == "std" else np.sqrt(converted + 0.02)
     np.testing.assert_allclose(target, denominator(fourth, 1e-3), rtol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (([1.0], "bogus", 1e-3, "std", 1e-6, "Layer 'bn'"), "form"),
+        (([1.0], "std", 1e-3, "stdd", 1e-6, "Layer 'bn'"), "target_form"),
+        (([-0.5], "variance", 1e-3, "std", 1e-6, "Layer 'bn'"), "Layer 'bn'.*>= 0"),
+        (([-0.5], "theano_variance", 1e-3, "std", 1e-6, "Layer 'bn'"), ">= 0"),
+    ],
+)
+def test_convert_running_statistic_refuses_bad_input(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        convert.convert_running_statistic(*arguments)
