@@ -95,6 +95,13 @@ def _check_positive_int(name, value):
     return int(value)
 
 
+def _check_progress(progress):
+    if progress is not None and not callable(progress):
+        raise TypeError(
+            f"progress: expected None or a callable, got {type(progress).__name__}."
+        )
+
+
 def _check_seed(seed):
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed: expected a non-negative int, got {seed!r}.")
@@ -293,10 +300,7 @@ def train(
             f"record_unit: expected None or a unit index from 0 to "
             f"{HIDDEN_UNITS - 1}, got {record_unit!r}."
         )
-    if progress is not None and not callable(progress):
-        raise TypeError(
-            f"progress: expected None or a callable, got {type(progress).__name__}."
-        )
+    _check_progress(progress)
     last_hidden = f"sigmoid_{HIDDEN_LAYERS}"
     try:
         sigmoid_input = model.get_layer(last_hidden).input
@@ -385,10 +389,7 @@ def compare(
                 f"networks: the value for {label!r} must be None or a callable "
                 f"returning a layer, got {type(batch_normalization).__name__}."
             )
-    if progress is not None and not callable(progress):
-        raise TypeError(
-            f"progress: expected None or a callable, got {type(progress).__name__}."
-        )
+    _check_progress(progress)
     split = load_split()
     records = {}
     for label, batch_normalization in networks.items():
