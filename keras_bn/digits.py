@@ -8,7 +8,7 @@ same experiment on the 1,797 8x8 images of ``sklearn.datasets.load_digits``,
 small enough for a CPU: it is the one implementation behind
 ``scripts/demo.py`` and ``notebooks/02_internal_covariate_shift.ipynb``.
 
-The set-up (SEMANTICS.md, "The paper's MNIST experiment"): inputs scaled to
+The set-up (docs/semantics.md, "The paper's MNIST experiment"): inputs scaled to
 [0, 1], a 70/30 stratified split, Dense weights drawn from N(0, 0.05), no
 bias before a Batch Normalization (its ``beta`` takes the bias's place), a
 softmax output, SGD with learning rate 0.5 and batches of 60.

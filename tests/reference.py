@@ -1,4 +1,4 @@
-"""An independent NumPy restatement of the seed's formulas (SEMANTICS.md).
+"""An independent NumPy restatement of the seed's formulas (docs/semantics.md).
 
 Written from the seed's Theano code, not from keras_bn: the tests compare the
 package against these functions, never against itself.

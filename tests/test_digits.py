@@ -267,7 +267,7 @@ def test_keras_bn_trains_like_the_stock_layer(split):
 
 
 def test_batch_normalization_learns_faster(split):
-    # The experiment's point, at its start: SEMANTICS.md measured 95% after
+    # The experiment's point, at its start: docs/semantics.md records 95% after
     # 84 steps with the normalization, while the plain network is still at
     # chance level for thousands of steps.
     plain = digits.train(digits.build_model(None), split, 105)
