@@ -1,49 +1,24 @@
-"""Weights from Keras 0.x, 1.x and 2.x HDF5 files, BatchNormalization converted.
+"""Putting a legacy file's arrays into a Keras 3 model.
 
-`read_weights` tells what a legacy file holds; `load_weights` puts it into a
-Keras 3 model whose weighted layers match the file's in order. Layouts
-(SEMANTICS.md, "Legacy HDF5 weight files"):
-
-- Keras 0.x ``Sequential.save_weights``: root attribute ``nb_layers``, groups
-  ``layer_{k}`` holding ``param_{n}``;
-- Keras 0.x ``Graph.save_weights``: one group ``graph`` holding a flat
-  ``param_{n}`` list for the whole model;
-- Keras 1.x and 2.x ``save_weights``: root attribute ``layer_names`` (split
-  into ``layer_names0``, ``layer_names1``, ... from Keras 2.1.5 on), one
-  group per layer with attribute ``weight_names``; whole-model files
-  (``save_model``) hold the same under ``model_weights``, with the model's
-  config at the root.
-
-A BatchNormalization's fourth array is a standard deviation up to Keras
-1.0.5 and a variance from 1.0.7 on (1.0.6 depends on the backend); the
-loader decides from the file's ``keras_version`` and converts it exactly for
-the target layer: a std for `keras_bn.BatchNormalization`, a variance for
-`keras.layers.BatchNormalization`.
+The file's layers that hold arrays are matched, in order, with the model's
+layers that hold weights; each array is checked and converted (a
+BatchNormalization's fourth array for the target layer's form and epsilon),
+and only when every layer has passed is anything assigned: all or nothing.
 """
 
-import dataclasses
-import json
 import math
 import numbers
-import os
-import re
 import warnings
 
-import h5py
 import keras
 import numpy as np
 
 from keras_bn.batch_normalization import BatchNormalization
 from keras_bn.convert import convert_running_statistic
+from keras_bn.legacy import releases
+from keras_bn.legacy.reading import LegacyLayer, read_weights
 
-__all__ = ["LegacyLayer", "LegacyWeights", "load_weights", "read_weights"]
-
-FORMATS = {
-    "keras0_sequential": "Keras 0.x Sequential (nb_layers)",
-    "keras0_graph": "Keras 0.x Graph (graph)",
-    "keras1": "Keras 1.x (layer_names)",
-    "keras2": "Keras 2.x or later (layer_names)",
-}
+__all__ = ["load_weights"]
 
 # The last part of a weight's name, for each of a BatchNormalization's
 # arrays: Keras 1.x names them "<layer>_running_std", Keras 2.x
@@ -58,234 +33,6 @@ _BATCH_NORM_ROLES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class LegacyLayer:
-    """One layer's arrays as a legacy file holds them.
-
-    Attributes:
-        name: The layer's name in the file (``layer_{k}`` in Keras 0.x
-            Sequential files, ``graph`` for a Keras 0.x Graph's flat list).
-        weight_names: The arrays' names (``param_{n}`` where the file has
-            none).
-        arrays: The arrays, as NumPy arrays.
-    """
-
-    name: str
-    weight_names: tuple
-    arrays: tuple
-
-
-@dataclasses.dataclass(frozen=True)
-class LegacyWeights:
-    """What a legacy weights file holds.
-
-    Attributes:
-        path: The file.
-        format: One of ``FORMATS``' keys.
-        keras_version: The Keras version that wrote the file, or None where
-            it does not record one (Keras 0.x files, Keras 1.x weights files).
-        backend: The backend that wrote the file, as recorded (Keras 2.x), or
-            told by the weight names in Keras 1.x files (TensorFlow names
-            end in ``:0``, Theano names do not), or None.
-        whole_model: Whether this is a whole-model file (``model_weights``).
-        model_config: The model's config from a whole-model file, or None.
-        layers: The layers, `LegacyLayer`s, in the file's order, including
-            those without weights.
-    """
-
-    path: str
-    format: str
-    keras_version: str | None
-    backend: str | None
-    whole_model: bool
-    model_config: dict | None
-    layers: tuple
-
-    def batch_norm_form(self):
-        """What the file's BatchNormalization arrays mean, as far as the file
-        tells.
-
-        Returns:
-            ``(form, epsilon)``: how the source normalized with its fourth
-            array, ``"std"`` (``(x - m) / (a + e)``), ``"variance"``
-            (``(x - m) / sqrt(a + e)``) or ``"theano_variance"``
-            (``(x - m) / (sqrt(a) + e)``), and the version's default epsilon;
-            ``(None, None)`` where the file does not tell (Keras 1.x weights
-            files).
-        """
-        try:
-            return _source_form(self, "auto", None)
-        except ValueError:
-            return None, None
-
-
-# -- reading -------------------------------------------------------------------
-
-
-def read_weights(path):
-    """Reads a Keras 0.x, 1.x or 2.x HDF5 weights or whole-model file.
-
-    Args:
-        path: The file.
-
-    Returns:
-        A `LegacyWeights`.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: not an HDF5 file, a truncated or damaged one, or a
-            layout that is none of the legacy Keras formats.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"path: no file at {path!r}.")
-    if not h5py.is_hdf5(path):
-        raise ValueError(f"path: {path!r} is not an HDF5 file.")
-    try:
-        with h5py.File(path, "r") as file:
-            return _read(file, path)
-    except OSError as error:
-        raise ValueError(
-            f"path: cannot read {path!r}, a truncated or damaged HDF5 file: {error}"
-        ) from None
-
-
-def _read(file, path):
-    if "nb_layers" in file.attrs:
-        layers = [
-            _read_params(_group(file, f"layer_{k}", path), f"layer_{k}", path)
-            for k in range(int(file.attrs["nb_layers"]))
-        ]
-        return LegacyWeights(
-            path, "keras0_sequential", None, None, False, None, tuple(layers)
-        )
-    if isinstance(file.get("graph"), h5py.Group) and "nb_params" in file["graph"].attrs:
-        layers = (_read_params(file["graph"], "graph", path),)
-        return LegacyWeights(path, "keras0_graph", None, None, False, None, layers)
-
-    group, whole_model = file, False
-    if not _has_list(file.attrs, "layer_names") and "model_weights" in file:
-        group, whole_model = _group(file, "model_weights", path), True
-    if not _has_list(group.attrs, "layer_names"):
-        raise ValueError(
-            f"path: {path!r} holds none of the legacy Keras layouts (root "
-            "attribute nb_layers, group graph, attribute layer_names, or group "
-            "model_weights). Keras 3 files (.weights.h5, .keras) load with "
-            "model.load_weights or keras.saving.load_model."
-        )
-    layers = tuple(
-        _read_named_layer(_group(group, name, path), name, path)
-        for name in _text_list(group.attrs, "layer_names")
-    )
-    keras_version = _text(file.attrs, "keras_version") or _text(
-        group.attrs, "keras_version"
-    )
-    backend = _text(file.attrs, "backend") or _text(group.attrs, "backend")
-    version = _version_tuple(keras_version)
-    layout = "keras2" if version is not None and version[0] >= 2 else "keras1"
-    if backend is None and layout == "keras1":
-        backend = _backend_from_names(layers)
-    model_config = None
-    if "model_config" in file.attrs:
-        try:
-            model_config = json.loads(_text(file.attrs, "model_config"))
-        except ValueError as error:
-            raise ValueError(
-                f"path: {path!r} has a model_config attribute that is not JSON: {error}"
-            ) from None
-    return LegacyWeights(
-        path, layout, keras_version, backend, whole_model, model_config, layers
-    )
-
-
-def _group(parent, name, path):
-    group = parent.get(name)
-    if not isinstance(group, h5py.Group):
-        raise ValueError(
-            f"path: {path!r} lists a group {name!r} under {parent.name!r} that "
-            "is missing."
-        )
-    return group
-
-
-def _read_array(group, layer_name, weight_name, path):
-    dataset = group.get(weight_name)
-    if not isinstance(dataset, h5py.Dataset):
-        raise ValueError(
-            f"Layer '{layer_name}': array '{weight_name}' is missing from {path!r}."
-        )
-    try:
-        return np.asarray(dataset[()])
-    except OSError as error:
-        raise ValueError(
-            f"Layer '{layer_name}': array '{weight_name}' cannot be read from "
-            f"{path!r}: {error}"
-        ) from None
-
-
-def _read_params(group, layer_name, path):
-    """A Keras 0.x group: attribute ``nb_params``, datasets ``param_{n}``."""
-    names = tuple(f"param_{n}" for n in range(int(group.attrs.get("nb_params", 0))))
-    arrays = tuple(_read_array(group, layer_name, name, path) for name in names)
-    return LegacyLayer(layer_name, names, arrays)
-
-
-def _read_named_layer(group, layer_name, path):
-    """A Keras 1.x/2.x group: attribute ``weight_names``, one dataset each."""
-    names = tuple(_text_list(group.attrs, "weight_names"))
-    arrays = tuple(_read_array(group, layer_name, name, path) for name in names)
-    return LegacyLayer(layer_name, names, arrays)
-
-
-def _decode(value):
-    return value.decode("utf8") if isinstance(value, bytes) else str(value)
-
-
-def _text(attrs, key):
-    """A text attribute, bytes (as old h5py wrote them) or str; None if absent."""
-    if key not in attrs:
-        return None
-    value = attrs[key]
-    if isinstance(value, np.ndarray):
-        value = value.item() if value.size == 1 else value.tolist()
-    return _decode(value)
-
-
-def _has_list(attrs, key):
-    return key in attrs or f"{key}0" in attrs
-
-
-def _text_list(attrs, key):
-    """A list attribute, whole or split into ``key0``, ``key1``, ... (Keras
-    2.1.5 on, for lists past HDF5's 64 KB attribute limit)."""
-    if key in attrs:
-        chunks = [attrs[key]]
-    else:
-        chunks, index = [], 0
-        while f"{key}{index}" in attrs:
-            chunks.append(attrs[f"{key}{index}"])
-            index += 1
-    return [_decode(value) for chunk in chunks for value in np.atleast_1d(chunk)]
-
-
-def _version_tuple(keras_version):
-    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", keras_version or "")
-    if match is None:
-        return None
-    return tuple(int(part or 0) for part in match.groups())
-
-
-def _backend_from_names(layers):
-    """TensorFlow variable names end in ':0'; Theano's shared variables keep
-    the name Keras gave them."""
-    names = [name for layer in layers for name in layer.weight_names]
-    if any(name.endswith(":0") for name in names):
-        return "tensorflow"
-    if any(not name.startswith("param_") for name in names):
-        return "theano"
-    return None
-
-
 # -- what a BatchNormalization's arrays mean -------------------------------------
 
 
@@ -297,59 +44,6 @@ def _role(weight_name):
         if base == suffix or base.endswith("_" + suffix):
             return role
     return None
-
-
-def _version_epsilon(version):
-    """A Keras version's default BatchNormalization epsilon."""
-    if version < (1, 0, 8):
-        return 1e-6
-    return 1e-5 if version < (1, 2, 0) else 1e-3
-
-
-def _version_form(version, backend, keras_version):
-    """How a Keras version's BatchNormalization used its fourth array
-    (SEMANTICS.md, "Descendants and their weight lists")."""
-    if version < (1, 0, 6):
-        return "std"
-    if version >= (1, 1, 0):
-        return "variance"
-    if backend not in ("theano", "tensorflow"):
-        raise ValueError(
-            f"running_std: Keras {keras_version} kept a std with Theano and a "
-            "variance with TensorFlow, and this file does not tell its backend. "
-            'Pass running_std="std" or running_std="variance".'
-        )
-    if version == (1, 0, 6):
-        return "std" if backend == "theano" else "variance"
-    # 1.0.7 and 1.0.8: Theano added epsilon outside the square root.
-    return "theano_variance" if backend == "theano" else "variance"
-
-
-def _source_form(weights, running_std, keras_version):
-    """``(form, default epsilon or None)`` for the file's BatchNormalizations:
-    the caller's ``running_std`` where given, else the file's version's."""
-    if weights.format.startswith("keras0"):
-        # Every Keras 0.x kept a std, with epsilon 1e-6 by default.
-        return ("std" if running_std == "auto" else running_std), 1e-6
-    version_text = weights.keras_version or keras_version
-    version = _version_tuple(version_text)
-    if version is not None:
-        if running_std == "auto":
-            running_std = _version_form(version, weights.backend, version_text)
-        return running_std, _version_epsilon(version)
-    if running_std == "auto":
-        raise ValueError(
-            f"running_std: {weights.path!r} is a Keras 1.x weights file, which "
-            "does not record its Keras version, so it cannot tell whether its "
-            "BatchNormalization running_std arrays are standard deviations "
-            "(Keras 1.0.5 and earlier, 1.0.6 with Theano) or variances (1.0.6 "
-            'with TensorFlow, 1.0.7 and later). Pass running_std="std" or '
-            'running_std="variance" (with the epsilon= the layers used), or '
-            'keras_version="1.x.y".'
-        )
-    # Every Keras that kept a std used epsilon 1e-6; the variance versions
-    # differ (1e-6, 1e-5, 1e-3).
-    return running_std, (1e-6 if running_std == "std" else None)
 
 
 def _config_epsilons(config):
@@ -554,7 +248,9 @@ def _check_options(running_std, epsilon, keras_version):
         )
     if (
         keras_version is not None
-        and _version_tuple(keras_version if isinstance(keras_version, str) else None)
+        and releases.version_tuple(
+            keras_version if isinstance(keras_version, str) else None
+        )
         is None
     ):
         raise ValueError(
@@ -629,7 +325,9 @@ def load_weights(model, path, *, running_std="auto", epsilon=None, keras_version
         )
     form, default_epsilon = None, None
     if any(_is_batch_norm(t) for t in targets):
-        form, default_epsilon = _source_form(weights, running_std, keras_version)
+        form, default_epsilon = releases.source_form(
+            weights, running_std, keras_version
+        )
     config_epsilons = _config_epsilons(weights.model_config)
 
     plan, without_statistics = [], []

@@ -1,0 +1,23 @@
+"""Weights from Keras 0.x, 1.x and 2.x HDF5 files, BatchNormalization converted.
+
+`read_weights` tells what a legacy file holds; `load_weights` puts it into a
+Keras 3 model whose weighted layers match the file's in order
+(docs/legacy.md). The steps, one module each:
+
+- `keras_bn.legacy.reading`: a file's layout -> `LegacyWeights`, `LegacyLayer`;
+- `keras_bn.legacy.releases`: what each Keras release meant by its
+  BatchNormalization arrays (std or variance, epsilon, defaults);
+- `keras_bn.legacy.assign`: matching the file's layers with the model's,
+  converting, and assigning all or nothing.
+
+A BatchNormalization's fourth array is a standard deviation up to Keras
+1.0.5 and a variance from 1.0.7 on (1.0.6 depends on the backend); the
+loader decides from the file's ``keras_version`` and converts it exactly for
+the target layer: a std for `keras_bn.BatchNormalization`, a variance for
+`keras.layers.BatchNormalization`.
+"""
+
+from keras_bn.legacy.assign import load_weights
+from keras_bn.legacy.reading import FORMATS, LegacyLayer, LegacyWeights, read_weights
+
+__all__ = ["FORMATS", "LegacyLayer", "LegacyWeights", "load_weights", "read_weights"]
