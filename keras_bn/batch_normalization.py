@@ -127,6 +127,55 @@ def _sum_across_replicas(partial_sum):
     return context.all_reduce(tf.distribute.ReduceOp.SUM, partial_sum)
 
 
+def _numpy_dtype(dtype):
+    """The NumPy dtype for a Keras dtype name (bfloat16 comes from ml_dtypes,
+    which Keras depends on)."""
+    dtype = keras.backend.standardize_dtype(dtype)
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(dtype)
+
+
+def _stored_array(name, value, dtype):
+    """``value`` as a NumPy array of ``dtype``, the dtype of the variable it
+    is meant for; refuses complex and non-numeric values, and values that are
+    not finite once stored in ``dtype`` (NaN, inf, or beyond its range)."""
+    try:
+        array = np.asarray(value)
+        if array.dtype.kind not in "biufc":
+            array = array.astype("float64")
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"weights: {name} must be a numeric array, got "
+            f"{type(value).__name__} ({error})."
+        ) from None
+    if array.dtype.kind == "c":
+        raise TypeError(
+            f"weights: {name} must be a real array, got a complex one "
+            f"({array.dtype}); its imaginary part would be dropped."
+        )
+    target = _numpy_dtype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        stored = array.astype(target)
+    bad = ~np.isfinite(stored)
+    if np.any(bad):
+        if np.all(np.isfinite(array[bad])):
+            largest = np.max(np.abs(array[bad]))
+            what = (
+                f"values beyond the range of {target.name} (largest "
+                f"magnitude {largest:g}), which would be stored as inf"
+            )
+        else:
+            what = f"{int(np.sum(bad))} non-finite values"
+        raise ValueError(
+            f"weights: {name} must be finite in {target.name}, the dtype it "
+            f"is stored in; got {what}."
+        )
+    return stored
+
+
 @keras.saving.register_keras_serializable(package="keras_bn")
 class BatchNormalization(keras.layers.Layer):
     """Batch Normalization with the 2015 Keras layer's semantics.
@@ -153,14 +202,17 @@ class BatchNormalization(keras.layers.Layer):
             the layer is built at once and can open a `Sequential` model;
             otherwise it builds on its first call like any Keras layer.
         epsilon: Positive number added inside the std's square root and to
-            the std in the denominator. Default 1e-6, as in the seed.
+            the std in the denominator. Default 1e-6, as in the seed. It
+            must stay finite and positive in the dtype the statistics are
+            computed in (float32 unless the layer's dtype is float64).
         mode: 0 for featurewise normalization (statistics over the batch);
             1 for samplewise normalization (each sample over its last axis,
             in both phases; the running estimates still update).
         momentum: In [0, 1], the weight of the old value in the running
             estimates' update. 1 freezes them; 0 keeps the last batch's.
         weights: Optional initial weight list, as `set_weights()` takes it:
-            ``[gamma, beta, running_mean, running_std]``.
+            ``[gamma, beta, running_mean, running_std]``: real values, finite
+            in the layer's variable dtype.
         axis: `None` (default, the seed's per-activation statistics: reduce
             over the batch axis only; weights of the shape of one sample), or
             the int or tuple of feature axes to keep (reduce over all other
@@ -241,14 +293,18 @@ class BatchNormalization(keras.layers.Layer):
         self.virtual_batch_size = _validate_virtual_batch_size(
             virtual_batch_size, self.synchronized
         )
-        if weights is not None:
-            weights = self._check_weight_values(weights)
         if input_shape is not None:
             kwargs["input_shape"] = input_shape
         with warnings.catch_warnings():
             # input_shape is the seed's own API here, not a misuse.
             warnings.filterwarnings("ignore", message=".*input_shape.*")
             super().__init__(**kwargs)
+        # Both need the dtype policy, which the base constructor sets.
+        self._check_epsilon_fits_dtype()
+        if weights is not None:
+            weights = self._check_weight_values(
+                weights, [self.variable_dtype] * len(self._weight_names())
+            )
         self.input_shape = input_shape
         self.supports_masking = True
         self._initial_weights = weights
@@ -301,6 +357,7 @@ class BatchNormalization(keras.layers.Layer):
                 f"inputs: the feature axes {feature_axes} need known sizes, "
                 f"got shape {input_shape}."
             )
+        self._check_epsilon_fits_dtype()
         if self._initial_weights is not None:
             self._check_weight_shapes(self._initial_weights, param_shape)
 
@@ -370,10 +427,30 @@ class BatchNormalization(keras.layers.Layer):
     def _ordered_weights(self):
         return [getattr(self, name) for name in self._weight_names()]
 
-    def _check_weight_values(self, weights):
-        """Length, finiteness and sign checks that need no built layer.
+    def _check_epsilon_fits_dtype(self):
+        """epsilon is kept as a Python float, and the statistics are computed
+        in ``statistics_dtype(compute_dtype)``: an epsilon that overflows to
+        inf or underflows to 0 there would make every std inf, or let a
+        constant feature divide by 0."""
+        dtype = functional.statistics_dtype(self.compute_dtype)
+        if not keras.backend.is_float_dtype(dtype):
+            return
+        with np.errstate(over="ignore", under="ignore"):
+            stored = np.asarray(self.epsilon, dtype=_numpy_dtype(dtype))
+        if not (np.isfinite(stored) and stored > 0):
+            raise ValueError(
+                f"epsilon: expected a positive number that stays finite and "
+                f"positive in {dtype}, the dtype this layer computes its "
+                f"statistics in (dtype policy {self.dtype_policy.name!r}), got "
+                f"{self.epsilon!r}, which is {stored} in {dtype}."
+            )
 
-        Returns the weights as float64 NumPy arrays."""
+    def _check_weight_values(self, weights, dtypes):
+        """Length, type, finiteness and sign checks that need no built layer.
+
+        Each array is checked in ``dtypes[i]``, the dtype it will be stored
+        in: a float64 value beyond that dtype's range would be stored as
+        inf. Returns the weights as NumPy arrays of those dtypes."""
         names = self._weight_names()
         if not isinstance(weights, (list, tuple)):
             raise TypeError(
@@ -386,20 +463,8 @@ class BatchNormalization(keras.layers.Layer):
                 f"got {len(weights)} arrays."
             )
         arrays = []
-        for name, value in zip(names, weights):
-            try:
-                array = np.asarray(value, dtype="float64")
-            except (TypeError, ValueError) as error:
-                raise TypeError(
-                    f"weights: {name} must be a numeric array, got "
-                    f"{type(value).__name__} ({error})."
-                ) from None
-            if not np.all(np.isfinite(array)):
-                raise ValueError(
-                    f"weights: {name} must be finite, got "
-                    f"{int(np.sum(~np.isfinite(array)))} non-finite values."
-                )
-            arrays.append(array)
+        for name, value, dtype in zip(names, weights, dtypes):
+            arrays.append(_stored_array(name, value, dtype))
         running_std = arrays[-1]
         if np.any(running_std < 0):
             raise ValueError(
@@ -418,7 +483,7 @@ class BatchNormalization(keras.layers.Layer):
 
     def _assign_weights(self, arrays):
         for variable, array in zip(self._ordered_weights(), arrays):
-            variable.assign(array.astype(variable.dtype))
+            variable.assign(array.astype(_numpy_dtype(variable.dtype)))
 
     def get_weights(self):
         """Returns ``[gamma, beta, running_mean, running_std]`` as NumPy arrays
@@ -431,12 +496,14 @@ class BatchNormalization(keras.layers.Layer):
         """Sets ``[gamma, beta, running_mean, running_std]`` (without gamma or
         beta when ``scale`` or ``center`` is off). Everything is checked before
         anything is assigned: a failed call leaves the layer as it was."""
-        arrays = self._check_weight_values(weights)
         if not self.built:
             raise ValueError(
                 f"Layer '{self.name}' is not built yet: pass input_shape to the "
                 "constructor, call build(), or pass the list as weights=."
             )
+        arrays = self._check_weight_values(
+            weights, [v.dtype for v in self._ordered_weights()]
+        )
         self._check_weight_shapes(arrays, tuple(self.running_mean.shape))
         self._assign_weights(arrays)
 

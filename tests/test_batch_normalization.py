@@ -474,3 +474,83 @@ def test_keras_layer_contract(mode):
         expected_num_non_trainable_weights=2,
         supports_masking=True,
     )
+
+
+# -- values checked in the dtype they are stored in ------------------------------
+
+
+def replaced(weights, index, value):
+    weights = [w.copy() for w in weights]
+    weights[index] = value
+    return weights
+
+
+@pytest.mark.parametrize(
+    "index, value, message",
+    [
+        (3, np.full(3, 1e39), "running_std must be finite in float32.*1e\\+39"),
+        (2, np.array([0.0, -4e38, 1.0]), "running_mean must be finite in float32"),
+        (0, np.array([1.0, 2.0 + 1e-3j, 1.0]), "gamma must be a real array.*complex"),
+        (1, np.zeros(3, dtype=complex), "beta must be a real array.*complex"),
+    ],
+)
+def test_weights_are_checked_in_the_variables_dtype(rng, index, value, message):
+    good = random_weights(rng, (3,))
+    bad = replaced(good, index, value)
+    error = TypeError if "complex" in message else ValueError
+    layer = BatchNormalization((3,), weights=good)
+    before = layer.get_weights()
+    with pytest.raises(error, match=message):
+        layer.set_weights(bad)
+    for got, want in zip(layer.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(error, match=message):
+        BatchNormalization((3,), weights=bad)
+    # Unbuilt: checked against the layer's variable dtype at construction.
+    with pytest.raises(error, match=message):
+        BatchNormalization(weights=bad)
+
+
+def test_float64_variables_take_values_beyond_float32(rng):
+    with dtype_scope("float64"):
+        weights = replaced(random_weights(rng, (3,)), 3, np.full(3, 1e39))
+        layer = BatchNormalization((3,), weights=weights, dtype="float64")
+        np.testing.assert_array_equal(layer.get_weights()[3], np.full(3, 1e39))
+        layer.set_weights(replaced(weights, 2, np.full(3, -1e300)))
+        np.testing.assert_array_equal(layer.get_weights()[2], np.full(3, -1e300))
+
+
+def test_float16_variables_refuse_values_beyond_float16(rng):
+    weights = replaced(random_weights(rng, (3,)), 3, np.full(3, 1e5))
+    with pytest.raises(ValueError, match="running_std must be finite in float16"):
+        BatchNormalization((3,), weights=weights, dtype="float16")
+    # Under mixed precision the variables are float32: 1e5 fits.
+    layer = BatchNormalization((3,), weights=weights, dtype="mixed_float16")
+    np.testing.assert_array_equal(layer.get_weights()[3], np.full(3, 1e5))
+
+
+@pytest.mark.parametrize("epsilon", [1e308, 1e39, 1e-50])
+@pytest.mark.parametrize("dtype", ["float32", "mixed_float16"])
+def test_epsilon_must_fit_the_statistics_dtype(epsilon, dtype):
+    with pytest.raises(ValueError, match="epsilon: .* float32"):
+        BatchNormalization((3,), epsilon, dtype=dtype)
+    with pytest.raises(ValueError, match="epsilon: .* float32"):
+        BatchNormalization(epsilon=epsilon, dtype=dtype)
+
+
+def test_epsilon_beyond_float32_is_exact_in_float64(rng):
+    epsilon = 1e300
+    with dtype_scope("float64"):
+        x = rng.normal(size=(8, 3)) * 1e140
+        weights = random_weights(rng, (3,))
+        layer = BatchNormalization((3,), epsilon, weights=weights, dtype="float64")
+        y = layer(x, training=True)
+        mean, std = seed_batch_statistics(x, epsilon)
+        assert_close(
+            y,
+            seed_featurewise(x, weights[0], weights[1], mean, std, epsilon),
+            "float64",
+        )
+        np.testing.assert_allclose(
+            layer.get_weights()[3], seed_running_update(weights[3], std[0], 0.9)
+        )
