@@ -3,7 +3,9 @@
 Trains the paper's network (3 hidden layers of 100 sigmoids) with and without
 `keras_bn.BatchNormalization`, prints the test accuracy at checkpoints and the
 steps each network needs to reach 95%, and saves the Figure-1 plot as a PNG.
-The experiment itself is `keras_bn.digits`.
+The experiment itself is `figure1` and `figure1_plot`, beside this script
+(Python puts this script's folder on sys.path, so they import from any
+working directory).
 
     python scripts/demo.py [--steps N] [--seed S] [--output FILE.png]
 
@@ -100,8 +102,8 @@ def main(argv=None):
     args = parse_args(argv)
     # Imported after parsing, so that --help answers without loading a backend.
     import keras
-
-    from keras_bn import digits
+    from figure1 import FIGURE1_NETWORKS, compare
+    from figure1_plot import plot_figure1
 
     printed_tenths = {}
 
@@ -123,9 +125,7 @@ def main(argv=None):
         flush=True,
     )
     start = time.perf_counter()
-    records = digits.compare(
-        digits.FIGURE1_NETWORKS, args.steps, seed=args.seed, progress=progress
-    )
+    records = compare(FIGURE1_NETWORKS, args.steps, seed=args.seed, progress=progress)
     print()
     print(f"Test accuracy (backend {keras.backend.backend()}, seed {args.seed}):")
     reached = print_table(records)
@@ -140,7 +140,7 @@ def main(argv=None):
             f"Not both networks reached {TARGET_ACCURACY:.0%} within "
             f"{args.steps} steps: run more with --steps."
         )
-    digits.plot_figure1(records, args.output, target_accuracy=TARGET_ACCURACY)
+    plot_figure1(records, args.output, target_accuracy=TARGET_ACCURACY)
     print(f"Figure 1 saved to {os.path.abspath(args.output)}")
     print(f"Total time: {time.perf_counter() - start:.1f} s")
 

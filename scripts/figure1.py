@@ -6,15 +6,19 @@ nonlinearity, and plot (a) the test accuracy over training and (b, c) the
 15th, 50th and 85th percentiles of one sigmoid's input. This module runs the
 same experiment on the 1,797 8x8 images of ``sklearn.datasets.load_digits``,
 small enough for a CPU: it is the one implementation behind
-``scripts/demo.py`` and ``notebooks/02_internal_covariate_shift.ipynb``.
+``scripts/demo.py`` and the notebooks (data, networks, training);
+``figure1_plot`` draws the figure. Both sit beside the demo rather than in
+the keras_bn package, which is the layer and its tools: import them with
+this folder on ``sys.path`` (Python puts it there for ``scripts/demo.py``;
+the notebooks add ``../scripts``).
 
 The set-up (docs/semantics.md, "The paper's MNIST experiment"): inputs scaled to
 [0, 1], a 70/30 stratified split, Dense weights drawn from N(0, 0.05), no
 bias before a Batch Normalization (its ``beta`` takes the bias's place), a
 softmax output, SGD with learning rate 0.5 and batches of 60.
 
-scikit-learn and matplotlib are optional extras (``pip install
-keras-bn[demo]``): they are imported inside the functions that need them.
+scikit-learn is an optional extra (``pip install keras-bn[demo]``): it is
+imported inside the function that needs it.
 """
 
 import dataclasses
@@ -25,7 +29,7 @@ import time
 import keras
 import numpy as np
 
-from keras_bn.batch_normalization import BatchNormalization
+from keras_bn import BatchNormalization
 
 __all__ = [
     "FIGURE1_NETWORKS",
@@ -35,7 +39,6 @@ __all__ = [
     "build_model",
     "compare",
     "load_split",
-    "plot_figure1",
     "train",
 ]
 
@@ -106,6 +109,31 @@ def _check_seed(seed):
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed: expected a non-negative int, got {seed!r}.")
     return int(seed)
+
+
+def _check_record_unit(record_unit):
+    if record_unit is not None and (
+        not isinstance(record_unit, numbers.Integral)
+        or isinstance(record_unit, bool)
+        or not 0 <= record_unit < HIDDEN_UNITS
+    ):
+        raise ValueError(
+            f"record_unit: expected None or a unit index from 0 to "
+            f"{HIDDEN_UNITS - 1}, got {record_unit!r}."
+        )
+
+
+def _last_sigmoid_input(model):
+    """The input tensor of the last hidden layer's sigmoid, the unit
+    `train` records."""
+    last_hidden = f"sigmoid_{HIDDEN_LAYERS}"
+    try:
+        return model.get_layer(last_hidden).input
+    except ValueError:
+        raise ValueError(
+            f"model: expected a model from build_model(), with a layer "
+            f"'{last_hidden}'; got layers {[layer.name for layer in model.layers]}."
+        ) from None
 
 
 def load_split(test_fraction=0.3, seed=0):
@@ -291,24 +319,10 @@ def train(
     steps = _check_positive_int("steps", steps)
     seed = _check_seed(seed)
     checkpoint_every = _check_positive_int("checkpoint_every", checkpoint_every)
-    if record_unit is not None and (
-        not isinstance(record_unit, numbers.Integral)
-        or isinstance(record_unit, bool)
-        or not 0 <= record_unit < HIDDEN_UNITS
-    ):
-        raise ValueError(
-            f"record_unit: expected None or a unit index from 0 to "
-            f"{HIDDEN_UNITS - 1}, got {record_unit!r}."
-        )
+    _check_record_unit(record_unit)
     _check_progress(progress)
-    last_hidden = f"sigmoid_{HIDDEN_LAYERS}"
-    try:
-        sigmoid_input = model.get_layer(last_hidden).input
-    except ValueError:
-        raise ValueError(
-            f"model: expected a model from build_model(), with a layer "
-            f"'{last_hidden}'; got layers {[layer.name for layer in model.layers]}."
-        ) from None
+    # Looked up before compiling, so that a wrong model is left alone.
+    sigmoid_input = _last_sigmoid_input(model)
 
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=LEARNING_RATE),
@@ -323,12 +337,26 @@ def train(
     checkpoints = _Checkpoints(
         probe, split, checkpoint_every, record_unit, progress, steps
     )
+    start = time.perf_counter()
+    checkpoints.record(0)
+    _fit_steps(model, split, steps, seed, checkpoint_every, checkpoints)
+    return TrainingRecord(
+        steps=np.asarray(checkpoints.steps),
+        test_accuracy=np.asarray(checkpoints.accuracy),
+        percentiles=(
+            None if record_unit is None else np.asarray(checkpoints.percentiles)
+        ),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _fit_steps(model, split, steps, seed, checkpoint_every, checkpoints):
+    """Runs ``steps`` training steps of the compiled ``model``, in as few
+    `fit` calls as memory allows, with the ``checkpoints`` callback."""
     # Each `fit` call restarts the executions' count: a whole number of
     # checkpoint intervals per call keeps them on the checkpoints.
     steps_per_fit = checkpoint_every * max(1, STEPS_PER_FIT // checkpoint_every)
     order = _sample_order(len(split.x_train), steps * BATCH_SIZE, seed)
-    start = time.perf_counter()
-    checkpoints.record(0)
     for first in range(0, steps, steps_per_fit):
         rows = order[first * BATCH_SIZE : (first + steps_per_fit) * BATCH_SIZE]
         model.fit(
@@ -340,14 +368,6 @@ def train(
             verbose=0,
             callbacks=[checkpoints],
         )
-    return TrainingRecord(
-        steps=np.asarray(checkpoints.steps),
-        test_accuracy=np.asarray(checkpoints.accuracy),
-        percentiles=(
-            None if record_unit is None else np.asarray(checkpoints.percentiles)
-        ),
-        seconds=time.perf_counter() - start,
-    )
 
 
 def _sample_order(num_samples, length, seed):
@@ -409,82 +429,3 @@ def compare(
             progress=report,
         )
     return records
-
-
-def plot_figure1(records, path=None, target_accuracy=0.95):
-    """The paper's Figure 1 from `TrainingRecord`s.
-
-    Panel (a): test accuracy against training steps (a log axis, since the
-    networks reach the target accuracy orders of magnitude apart), one line
-    per record, with the target accuracy as a dashed line. Then one panel per
-    record that has percentiles: the 15th, 50th and 85th percentiles of the
-    recorded sigmoid's input against training steps.
-
-    Args:
-        records: Dict from a label to a `TrainingRecord`.
-        path: Optional file name to save the figure to (PNG by its suffix).
-        target_accuracy: Where to draw the dashed line in panel (a).
-
-    Returns:
-        The `matplotlib.figure.Figure` (made without pyplot, so it is not
-        kept open by any figure manager).
-    """
-    if not isinstance(records, dict) or not records:
-        raise ValueError(
-            "records: expected a non-empty dict from a label to a "
-            f"TrainingRecord, got {records!r}."
-        )
-    for label, record in records.items():
-        if not isinstance(record, TrainingRecord):
-            raise TypeError(
-                f"records: the value for {label!r} must be a TrainingRecord, "
-                f"got {type(record).__name__}."
-            )
-    from matplotlib.figure import Figure
-
-    with_percentiles = {
-        label: record
-        for label, record in records.items()
-        if record.percentiles is not None
-    }
-    panels = 1 + len(with_percentiles)
-    figure = Figure(figsize=(4.2 * panels, 3.6), layout="constrained")
-    axes = figure.subplots(1, panels, squeeze=False)[0]
-
-    accuracy_axes = axes[0]
-    for label, record in records.items():
-        # Step 0 has no place on a log axis.
-        accuracy_axes.plot(record.steps[1:], record.test_accuracy[1:], label=label)
-    accuracy_axes.axhline(target_accuracy, color="gray", linestyle="--", linewidth=1)
-    accuracy_axes.set_xscale("log")
-    accuracy_axes.set_xlabel("training steps")
-    accuracy_axes.set_ylabel("test accuracy")
-    accuracy_axes.set_title("(a) test accuracy")
-    # The middle of the panel stays clear: the curves start low on the left
-    # and end high on the right.
-    accuracy_axes.legend(loc="center", fontsize="small")
-
-    letters = "bcdefghij"
-    shared_limits = []
-    for letter, percentile_axes, (label, record) in zip(
-        letters, axes[1:], with_percentiles.items()
-    ):
-        for column, percentile in enumerate(PERCENTILES):
-            percentile_axes.plot(
-                record.steps, record.percentiles[:, column], label=f"{percentile}th"
-            )
-        percentile_axes.set_xlabel("training steps")
-        percentile_axes.set_ylabel("sigmoid input")
-        percentile_axes.set_title(f"({letter}) {label}")
-        percentile_axes.legend(loc="best", fontsize="small")
-        shared_limits.append(percentile_axes.get_ylim())
-    # One vertical scale for the percentile panels, so that their spreads
-    # compare at a glance.
-    if shared_limits:
-        low = min(limit[0] for limit in shared_limits)
-        high = max(limit[1] for limit in shared_limits)
-        for percentile_axes in axes[1:]:
-            percentile_axes.set_ylim(low, high)
-    if path is not None:
-        figure.savefig(path, dpi=100)
-    return figure

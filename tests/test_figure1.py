@@ -1,4 +1,5 @@
-"""keras_bn.digits (the Figure-1 experiment) and scripts/demo.py.
+"""scripts/figure1.py and figure1_plot.py (the Figure-1 experiment) and
+scripts/demo.py.
 
 Expected values come from scikit-learn's data itself, from a NumPy forward
 pass over the trained weights (with the seed formulas of tests/reference.py),
@@ -16,13 +17,18 @@ import pytest
 from conftest import BACKEND
 from reference import seed_featurewise, variance_form
 
-from keras_bn import BatchNormalization, digits
+from keras_bn import BatchNormalization
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 pytest.importorskip("matplotlib")
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO = os.path.join(REPOSITORY, "scripts", "demo.py")
+SCRIPTS = os.path.join(REPOSITORY, "scripts")
+DEMO = os.path.join(SCRIPTS, "demo.py")
+# The experiment sits beside the demo, outside the installed package.
+sys.path.insert(0, SCRIPTS)
+import figure1  # noqa: E402
+from figure1_plot import plot_figure1  # noqa: E402
 
 
 def stock_batch_normalization():
@@ -38,7 +44,7 @@ FACTORIES = {
 
 @pytest.fixture
 def split():
-    return digits.load_split()
+    return figure1.load_split()
 
 
 def sigmoid(z):
@@ -97,8 +103,8 @@ def test_load_split_is_a_stratified_70_30_split_of_the_scaled_digits(split):
 
 
 def test_load_split_seed_picks_the_split(split):
-    np.testing.assert_array_equal(digits.load_split(seed=0).y_test, split.y_test)
-    assert not np.array_equal(digits.load_split(seed=1).y_test, split.y_test)
+    np.testing.assert_array_equal(figure1.load_split(seed=0).y_test, split.y_test)
+    assert not np.array_equal(figure1.load_split(seed=1).y_test, split.y_test)
 
 
 @pytest.mark.parametrize(
@@ -114,7 +120,7 @@ def test_load_split_seed_picks_the_split(split):
 )
 def test_load_split_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        digits.load_split(**kwargs)
+        figure1.load_split(**kwargs)
 
 
 # -- the network ------------------------------------------------------------
@@ -122,7 +128,7 @@ def test_load_split_rejects_bad_arguments(kwargs, message):
 
 @pytest.mark.parametrize("factory", FACTORIES)
 def test_build_model_is_the_papers_network(factory):
-    model = digits.build_model(FACTORIES[factory], seed=0)
+    model = figure1.build_model(FACTORIES[factory], seed=0)
     kinds = [type(layer).__name__ for layer in model.layers]
     hidden = (
         ["Dense", "Activation"]
@@ -154,9 +160,9 @@ def test_build_model_seed_gives_the_same_start_with_and_without_normalization():
             if isinstance(layer, keras.layers.Dense)
         ]
 
-    plain = kernels(digits.build_model(None, seed=5))
-    normalized = kernels(digits.build_model(BatchNormalization, seed=5))
-    other = kernels(digits.build_model(None, seed=6))
+    plain = kernels(figure1.build_model(None, seed=5))
+    normalized = kernels(figure1.build_model(BatchNormalization, seed=5))
+    other = kernels(figure1.build_model(None, seed=6))
     for a, b, c in zip(plain, normalized, other):
         np.testing.assert_array_equal(a, b)
         assert not np.allclose(a, c)
@@ -168,7 +174,7 @@ def test_build_model_seed_gives_the_same_start_with_and_without_normalization():
 )
 def test_build_model_rejects_bad_factories(factory, error):
     with pytest.raises(error, match="batch_normalization"):
-        digits.build_model(factory)
+        figure1.build_model(factory)
 
 
 # -- training ---------------------------------------------------------------
@@ -176,11 +182,11 @@ def test_build_model_rejects_bad_factories(factory, error):
 
 @pytest.mark.parametrize("factory", FACTORIES)
 def test_train_checkpoints_match_a_numpy_forward_pass(split, factory):
-    untrained = digits.build_model(FACTORIES[factory], seed=2)
+    untrained = figure1.build_model(FACTORIES[factory], seed=2)
     start_accuracy, start_percentiles = expected_checkpoint(untrained, split, 7)
 
-    model = digits.build_model(FACTORIES[factory], seed=2)
-    record = digits.train(model, split, 45, seed=2, checkpoint_every=10, record_unit=7)
+    model = figure1.build_model(FACTORIES[factory], seed=2)
+    record = figure1.train(model, split, 45, seed=2, checkpoint_every=10, record_unit=7)
 
     np.testing.assert_array_equal(record.steps, [0, 10, 20, 30, 40, 45])
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 45
@@ -194,15 +200,15 @@ def test_train_checkpoints_match_a_numpy_forward_pass(split, factory):
 
 
 def test_train_without_record_unit_records_no_percentiles(split):
-    record = digits.train(digits.build_model(), split, 5, checkpoint_every=5)
+    record = figure1.train(figure1.build_model(), split, 5, checkpoint_every=5)
     assert record.percentiles is None
     np.testing.assert_array_equal(record.steps, [0, 5])
 
 
 def test_train_calls_progress_at_each_checkpoint(split):
     calls = []
-    record = digits.train(
-        digits.build_model(BatchNormalization),
+    record = figure1.train(
+        figure1.build_model(BatchNormalization),
         split,
         12,
         checkpoint_every=5,
@@ -219,8 +225,8 @@ def test_train_calls_progress_at_each_checkpoint(split):
 
 def test_train_is_reproducible_and_seeded(split):
     def run(seed):
-        model = digits.build_model(BatchNormalization, seed=1)
-        return digits.train(model, split, 10, seed=seed, checkpoint_every=5)
+        model = figure1.build_model(BatchNormalization, seed=1)
+        return figure1.train(model, split, 10, seed=seed, checkpoint_every=5)
 
     first, again, other = run(0), run(0), run(1)
     np.testing.assert_array_equal(first.test_accuracy, again.test_accuracy)
@@ -229,7 +235,7 @@ def test_train_is_reproducible_and_seeded(split):
 
 
 def test_sample_order_visits_every_sample_once_per_pass():
-    order = digits._sample_order(10, 25, seed=0)
+    order = figure1._sample_order(10, 25, seed=0)
     assert len(order) == 25
     assert sorted(order[:10]) == list(range(10))
     assert sorted(order[10:20]) == list(range(10))
@@ -245,8 +251,8 @@ def test_keras_bn_trains_like_the_stock_layer(split):
     # 1 against a variance of 1); after 105 steps that start weighs 0.9**105.
     models, records = {}, {}
     for name in ("keras_bn", "stock"):
-        models[name] = digits.build_model(FACTORIES[name], seed=0)
-        records[name] = digits.train(
+        models[name] = figure1.build_model(FACTORIES[name], seed=0)
+        records[name] = figure1.train(
             models[name], split, 105, checkpoint_every=105, record_unit=0
         )
     for ours, stock in zip(models["keras_bn"].layers, models["stock"].layers):
@@ -270,8 +276,8 @@ def test_batch_normalization_learns_faster(split):
     # The experiment's point, at its start: docs/semantics.md records 95% after
     # 84 steps with the normalization, while the plain network is still at
     # chance level for thousands of steps.
-    plain = digits.train(digits.build_model(None), split, 105)
-    normalized = digits.train(digits.build_model(BatchNormalization), split, 105)
+    plain = figure1.train(figure1.build_model(None), split, 105)
+    normalized = figure1.train(figure1.build_model(BatchNormalization), split, 105)
     assert normalized.test_accuracy[-1] >= 0.9
     assert plain.test_accuracy[-1] <= 0.2
 
@@ -299,18 +305,18 @@ def test_train_rejects_bad_arguments_and_leaves_the_model_alone(
     split, kwargs, error, message
 ):
     kwargs = dict(kwargs)
-    model = kwargs.pop("model", digits.build_model)()
+    model = kwargs.pop("model", figure1.build_model)()
     before = [np.array(w) for w in model.get_weights()]
     arguments = dict(model=model, split=split, steps=5) | kwargs
     with pytest.raises(error, match=message):
-        digits.train(**arguments)
+        figure1.train(**arguments)
     assert not model.compiled
     for got, want in zip(model.get_weights(), before):
         np.testing.assert_array_equal(got, want)
 
 
 def test_steps_to_reach_is_the_first_checkpoint_at_the_target():
-    record = digits.TrainingRecord(
+    record = figure1.TrainingRecord(
         steps=np.array([0, 21, 42, 63]),
         test_accuracy=np.array([0.1, 0.96, 0.94, 0.97]),
         percentiles=None,
@@ -326,7 +332,7 @@ def test_steps_to_reach_is_the_first_checkpoint_at_the_target():
 
 def test_compare_trains_each_network_from_one_start(split):
     calls = []
-    records = digits.compare(
+    records = figure1.compare(
         {"plain": None, "bn": BatchNormalization},
         6,
         seed=4,
@@ -343,7 +349,7 @@ def test_compare_trains_each_network_from_one_start(split):
     np.testing.assert_allclose(
         records["plain"].percentiles[0], records["bn"].percentiles[0], atol=1e-4
     )
-    model = digits.build_model(None, seed=4)
+    model = figure1.build_model(None, seed=4)
     _, expected_percentiles = expected_checkpoint(model, split, 3)
     np.testing.assert_allclose(
         records["plain"].percentiles[0], expected_percentiles, atol=1e-4
@@ -364,11 +370,11 @@ def test_compare_trains_each_network_from_one_start(split):
 def test_compare_rejects_bad_arguments(kwargs, error, message):
     arguments = dict(networks={"plain": None}, steps=5) | kwargs
     with pytest.raises(error, match=message):
-        digits.compare(**arguments)
+        figure1.compare(**arguments)
 
 
 def make_record(steps, accuracy, percentiles):
-    return digits.TrainingRecord(
+    return figure1.TrainingRecord(
         steps=np.asarray(steps),
         test_accuracy=np.asarray(accuracy),
         percentiles=None if percentiles is None else np.asarray(percentiles),
@@ -386,7 +392,7 @@ def test_plot_figure1_draws_accuracy_and_percentile_panels(tmp_path):
         "stock": make_record(steps, [0.1, 0.8, 0.96], None),
     }
     path = tmp_path / "figure.png"
-    figure = digits.plot_figure1(records, path)
+    figure = plot_figure1(records, path)
 
     accuracy_axes, *percentile_axes = figure.axes
     assert len(percentile_axes) == 2
@@ -415,7 +421,7 @@ def test_plot_figure1_draws_accuracy_and_percentile_panels(tmp_path):
 )
 def test_plot_figure1_rejects_bad_records(records, error):
     with pytest.raises(error, match="records"):
-        digits.plot_figure1(records)
+        plot_figure1(records)
 
 
 # -- scripts/demo.py ----------------------------------------------------------
@@ -443,7 +449,7 @@ def test_demo_prints_the_table_and_saves_the_figure(tmp_path):
     rows = re.findall(r"^\s+(\d+)\s+([\d.]+)%\s+([\d.]+)%$", output, re.MULTILINE)
     assert [int(row[0]) for row in rows] == [0, 21, 42, 63]
     # The same experiment in this process gives the same numbers.
-    expected = digits.compare(digits.FIGURE1_NETWORKS, 63, seed=3)
+    expected = figure1.compare(figure1.FIGURE1_NETWORKS, 63, seed=3)
     for row, index in zip(rows, range(4)):
         for column, label in ((1, "without BN"), (2, "with BN")):
             assert float(row[column]) == pytest.approx(

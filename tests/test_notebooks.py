@@ -2,9 +2,11 @@
 fails the suite, and checks that the committed copies carry their outputs.
 
 The notebooks run in a kernel of this Python environment ("python3", which
-Jupyter resolves to the running interpreter), in a temporary folder, so they
-import keras_bn as installed. They run on the default backend only: the CI's
-per-backend runs would repeat them for nothing.
+Jupyter resolves to the running interpreter), from notebooks/ as Jupyter runs
+them, since they import the Figure-1 experiment from ../scripts; whatever
+they write goes to temporary folders, never into the repository. They run on
+the default backend only: the CI's per-backend runs would repeat them for
+nothing. `python scripts/run_notebooks.py` refreshes the committed outputs.
 """
 
 import asyncio
@@ -67,17 +69,20 @@ def test_the_plot_is_in_the_committed_notebook(name):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_executes(name, tmp_path):
+def test_notebook_executes(name):
     committed = read(name)
     notebook = read(name)
+    files_before = sorted(os.listdir(NOTEBOOK_DIR))
     client = nbclient.NotebookClient(
         notebook,
         timeout=NOTEBOOK_TIMEOUT_S,
         kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
+        resources={"metadata": {"path": NOTEBOOK_DIR}},
     )
     # nbclient's own timeout is per cell; this one bounds the notebook.
     asyncio.run(asyncio.wait_for(client.async_execute(), NOTEBOOK_TIMEOUT_S))
+    # The working folder is the repository's: the notebook leaves it as it was.
+    assert sorted(os.listdir(NOTEBOOK_DIR)) == files_before
     # A plot committed in a cell is drawn again there.
     for before, after in zip(code_cells(committed), code_cells(notebook)):
         assert has_image(after) or not has_image(before), before.source
