@@ -114,6 +114,20 @@ def _validate_virtual_batch_size(virtual_batch_size, synchronized):
     return int(virtual_batch_size)
 
 
+def _validate_samplewise_epsilon_in_root(value, mode):
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"samplewise_epsilon_in_root: expected True or False, got {value!r}."
+        )
+    if value and mode != 1:
+        raise ValueError(
+            "samplewise_epsilon_in_root=True: applies to mode 1 (samplewise) "
+            f"only, got mode={mode}; mode 0 already takes epsilon inside the "
+            "root of its std."
+        )
+    return value
+
+
 def _sum_across_replicas(partial_sum):
     """All-reduces a per-replica sum under tf.distribute; on JAX the batch is
     one global (sharded) array already, so its sums are global as they are."""
@@ -230,6 +244,14 @@ class BatchNormalization(keras.layers.Layer):
         running_std_initializer: Default ``"ones"``.
         gamma_regularizer, beta_regularizer: Optional regularizers.
         gamma_constraint, beta_constraint: Optional constraints.
+        samplewise_epsilon_in_root: Mode 1 only (a ValueError with mode 0,
+            whose std has epsilon inside the root already). False (default,
+            the seed, Keras 0.x): each sample's std is ``sqrt(var)``, and
+            the output ``gamma * (x - m) / (sqrt(var) + epsilon) + beta``.
+            True (Keras 1.x): ``sqrt(var + epsilon)``, so the output is
+            ``gamma * (x - m) / (sqrt(var + epsilon) + epsilon) + beta``,
+            in both phases, with the matching closed-form gradient. The
+            running estimates update as the seed's in either case.
         **kwargs: Base layer keyword arguments (``name``, ``dtype``,
             ``trainable``, ...).
 
@@ -272,6 +294,7 @@ class BatchNormalization(keras.layers.Layer):
         beta_constraint=None,
         synchronized=False,
         virtual_batch_size=None,
+        samplewise_epsilon_in_root=False,
         **kwargs,
     ):
         input_shape = _validate_input_shape(input_shape)
@@ -292,6 +315,9 @@ class BatchNormalization(keras.layers.Layer):
         self.synchronized = _validate_synchronized(synchronized)
         self.virtual_batch_size = _validate_virtual_batch_size(
             virtual_batch_size, self.synchronized
+        )
+        self.samplewise_epsilon_in_root = _validate_samplewise_epsilon_in_root(
+            samplewise_epsilon_in_root, self.mode
         )
         if input_shape is not None:
             kwargs["input_shape"] = input_shape
@@ -553,7 +579,10 @@ class BatchNormalization(keras.layers.Layer):
                     epsilon,
                 )
             else:
-                y = functional.samplewise_normalize(x, gamma, beta, epsilon)
+                # Plain operations, no custom gradient: exporters trace it.
+                y = functional.samplewise_inference(
+                    x, gamma, beta, epsilon, self.samplewise_epsilon_in_root
+                )
             return ops.cast(y, self.compute_dtype)
 
         if self.virtual_batch_size is not None:
@@ -588,7 +617,9 @@ class BatchNormalization(keras.layers.Layer):
             # Autodiff differentiates through mean and std here.
             y = functional.normalize_inference(x, gamma, beta, mean, std, epsilon)
         else:
-            y = functional.samplewise_normalize(x, gamma, beta, epsilon)
+            y = functional.samplewise_normalize(
+                x, gamma, beta, epsilon, self.samplewise_epsilon_in_root
+            )
         count = None
         if mask is not None:
             count = ops.sum(
@@ -717,6 +748,7 @@ class BatchNormalization(keras.layers.Layer):
                 "beta_constraint": constraints.serialize(self.beta_constraint),
                 "synchronized": self.synchronized,
                 "virtual_batch_size": self.virtual_batch_size,
+                "samplewise_epsilon_in_root": self.samplewise_epsilon_in_root,
             }
         )
         return config

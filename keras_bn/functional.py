@@ -9,7 +9,7 @@ them (SEMANTICS.md, "The seed layer, exactly"):
 - featurewise normalization: ``gamma * (x - mean) / (std + epsilon) + beta``
   (epsilon added to the std a second time);
 - samplewise normalization: the population std over the last axis, no epsilon
-  inside the root;
+  inside the root (Keras 1.x's ``sqrt(var + epsilon)`` as an option);
 - running estimates: ``new = momentum * old + (1 - momentum) * batch``.
 
 The tensor functions use ``keras.ops`` and run on every backend; the
@@ -29,6 +29,7 @@ __all__ = [
     "inference_scale_offset",
     "moving_average",
     "normalize_inference",
+    "samplewise_inference",
     "samplewise_normalize",
     "std_from_variance",
     "variance_from_std",
@@ -91,10 +92,16 @@ def normalize_inference(x, gamma, beta, running_mean, running_std, epsilon):
     return _multiply_add(x, scale, offset)
 
 
-def samplewise_normalize(x, gamma, beta, epsilon):
-    """Mode 1: each sample normalized over its last axis, in both phases.
+def samplewise_normalize(x, gamma, beta, epsilon, epsilon_in_root=False):
+    """Mode 1 in training: each sample normalized over its last axis.
+
+    ``gamma * (x - m) / (s + epsilon) + beta`` with the sample's mean ``m``
+    and std ``s = sqrt(var)`` (the seed, Keras 0.x), or
+    ``s = sqrt(var + epsilon)`` with ``epsilon_in_root`` (Keras 1.x).
 
     The gradient is the closed form, through ``keras.ops.custom_gradient``.
+    Inference has `samplewise_inference`, the same values without a custom
+    gradient (which exporters cannot always trace).
     """
     gamma = ops.convert_to_tensor(gamma, x.dtype)
     beta = ops.convert_to_tensor(beta, x.dtype)
@@ -103,9 +110,8 @@ def samplewise_normalize(x, gamma, beta, epsilon):
     stats_input = ops.stop_gradient(x)
     count = _reduction_count(x, (-1,))
     mean = ops.sum(stats_input, axis=-1, keepdims=True) / count
-    std = ops.sqrt(
-        ops.sum(ops.square(stats_input - mean), axis=-1, keepdims=True) / count
-    )
+    variance = ops.sum(ops.square(stats_input - mean), axis=-1, keepdims=True) / count
+    std = ops.sqrt(variance + epsilon if epsilon_in_root else variance)
 
     @ops.custom_gradient
     def normalize(x, gamma, beta):
@@ -119,7 +125,8 @@ def samplewise_normalize(x, gamma, beta, epsilon):
             # hold a full-size tensor until the backward pass.
             x_hat = (x - mean) * inverse
             scaled = upstream * gamma
-            # With s = std (no epsilon inside) and d = s + eps:
+            # With s = std (sqrt(var), or sqrt(var + eps) with epsilon in
+            # the root; either way ds/dx = (x - m) / (n * s)) and d = s + eps:
             # dx = (u - mean(u) - x_hat * mean(u * x_hat) * d / s) / d, u = dy * gamma.
             # A constant sample has s = 0 and x_hat = 0: its correction is 0.
             correction = ops.divide_no_nan(std + epsilon, std)
@@ -139,6 +146,25 @@ def samplewise_normalize(x, gamma, beta, epsilon):
         return y, grad
 
     return normalize(x, gamma, beta)
+
+
+def samplewise_inference(x, gamma, beta, epsilon, epsilon_in_root=False):
+    """Mode 1 at inference: `samplewise_normalize`'s values in plain
+    operations, with no ``custom_gradient``, so that exporters (jax2tf with a
+    variable batch, ``torch.export``, ONNX) can trace it; autodiff still
+    gives the exact gradient."""
+    count = _reduction_count(x, (-1,))
+    mean = ops.sum(x, axis=-1, keepdims=True) / count
+    variance = ops.sum(ops.square(x - mean), axis=-1, keepdims=True) / count
+    if epsilon_in_root:
+        std = ops.sqrt(variance + epsilon)
+    else:
+        # sqrt's derivative is infinite at 0: a constant sample would get
+        # NaN gradients. Its std is 0, with derivative 0 (as the closed
+        # form takes it).
+        positive = variance > 0
+        std = ops.where(positive, ops.sqrt(ops.where(positive, variance, 1.0)), 0.0)
+    return _multiply_add((x - mean) / (std + epsilon), gamma, beta)
 
 
 def _multiply_add(x, scale, offset):

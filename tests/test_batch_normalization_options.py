@@ -4,7 +4,12 @@ scale, initializers, regularizers, constraints, masking, mixed precision."""
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy
+from conftest import (
+    dtype_scope,
+    loss_and_gradients,
+    numeric_gradient,
+    to_numpy,
+)
 from reference import (
     broadcast_shape,
     seed_batch_statistics,
@@ -165,6 +170,7 @@ ALL_OPTIONS = dict(
     gamma_constraint=keras.constraints.NonNeg(),
     beta_constraint=keras.constraints.MaxNorm(2.0),
     virtual_batch_size=2,
+    samplewise_epsilon_in_root=True,
     name="every_option",
 )
 
@@ -397,3 +403,117 @@ def test_masked_ghost_batches_weigh_their_statistics_by_count(rng):
     mean, std = seed_batch_statistics(x[:4], 1e-6, (0, 1), ghost_mask)
     np.testing.assert_allclose(layer.get_weights()[2], mean.ravel(), atol=1e-5)
     np.testing.assert_allclose(layer.get_weights()[3], std.ravel(), atol=1e-5)
+
+
+# -- samplewise_epsilon_in_root (Keras 1.x's mode 1) -----------------------------------
+
+
+def keras1_samplewise(x, gamma, beta, epsilon):
+    """Keras 1.x's mode 1, from its source: ``m = K.mean(x, axis=-1)``,
+    ``std = K.sqrt(K.var(x, axis=-1) + epsilon)``,
+    ``gamma * (x - m) / (std + epsilon) + beta``."""
+    x = np.asarray(x, dtype="float64")
+    m = x.mean(axis=-1, keepdims=True)
+    std = np.sqrt(x.var(axis=-1, keepdims=True) + epsilon)
+    return gamma * (x - m) / (std + epsilon) + beta
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("axis", [None, 1])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_samplewise_epsilon_in_root_is_keras1_mode1(rng, dtype, axis, training):
+    epsilon = 0.1  # large enough for the two forms to differ well beyond rounding
+    with dtype_scope(dtype):
+        x = rng.normal(1.0, 0.5, size=(6, 4, 3)).astype(dtype)
+        param_shape = (4, 3) if axis is None else (4,)
+        gamma = rng.uniform(0.5, 1.5, param_shape)
+        beta = rng.normal(size=param_shape)
+        layer = BatchNormalization(
+            epsilon=epsilon,
+            mode=1,
+            momentum=0.5,
+            axis=axis,
+            samplewise_epsilon_in_root=True,
+            dtype=dtype,
+        )
+        layer.build(x.shape)
+        layer.set_weights([gamma, beta, np.zeros(param_shape), np.ones(param_shape)])
+        y = to_numpy(layer(x, training=training))
+        running_mean, running_std = layer.get_weights()[2:]
+    shape = (1, 4, 3) if axis is None else (1, 4, 1)
+    expected = keras1_samplewise(x, gamma.reshape(shape), beta.reshape(shape), epsilon)
+    seed = seed_samplewise(x, gamma.reshape(shape), beta.reshape(shape), epsilon)
+    assert np.max(np.abs(expected - seed)) > 1e-2
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(y, expected, rtol=tolerance, atol=tolerance)
+    # The running estimates follow the seed's update either way.
+    axes = (0,) if axis is None else (0, 2)
+    mean, std = seed_batch_statistics(x, epsilon, axes)
+    if not training:
+        mean, std = np.zeros_like(mean), np.ones_like(std)
+    np.testing.assert_allclose(
+        running_mean,
+        seed_running_update(0.0, mean, 0.5).reshape(param_shape),
+        rtol=tolerance,
+        atol=tolerance,
+    )
+    np.testing.assert_allclose(
+        running_std,
+        seed_running_update(1.0, std, 0.5).reshape(param_shape),
+        rtol=tolerance,
+        atol=tolerance,
+    )
+
+
+@pytest.mark.parametrize("shape", [(5, 4), (3, 2, 4)])
+def test_samplewise_epsilon_in_root_gradients_match_finite_differences(rng, shape):
+    epsilon = 0.05
+    with dtype_scope("float64"):
+        x = rng.normal(1.0, 0.3, size=shape)
+        gamma, beta = rng.uniform(0.5, 1.5, shape[1:]), rng.normal(size=shape[1:])
+        upstream = rng.normal(size=shape)
+        layer = BatchNormalization(
+            shape[1:],
+            epsilon,
+            1,
+            weights=[gamma, beta, np.zeros(shape[1:]), np.ones(shape[1:])],
+            dtype="float64",
+            samplewise_epsilon_in_root=True,
+        )
+        _, (dx, dgamma, dbeta) = loss_and_gradients(layer, x, upstream, training=True)
+
+    def loss(x, gamma, beta):
+        return np.sum(keras1_samplewise(x, gamma, beta, epsilon) * upstream)
+
+    for got, wrt, expected_of in [
+        (dx, x, lambda v: loss(v, gamma, beta)),
+        (dgamma, gamma, lambda v: loss(x, v, beta)),
+        (dbeta, beta, lambda v: loss(x, gamma, v)),
+    ]:
+        np.testing.assert_allclose(
+            got, numeric_gradient(expected_of, wrt), rtol=1e-6, atol=1e-7
+        )
+
+
+def test_samplewise_epsilon_in_root_is_off_by_default_and_in_the_config():
+    assert BatchNormalization(mode=1).samplewise_epsilon_in_root is False
+    layer = BatchNormalization((3,), mode=1, samplewise_epsilon_in_root=True)
+    config = layer.get_config()
+    assert config["samplewise_epsilon_in_root"] is True
+    assert BatchNormalization.from_config(config).samplewise_epsilon_in_root is True
+    # Configs saved before the option existed load as the seed's form.
+    del config["samplewise_epsilon_in_root"]
+    assert BatchNormalization.from_config(config).samplewise_epsilon_in_root is False
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(samplewise_epsilon_in_root=True), ValueError, "mode 1.*mode=0"),
+        (dict(mode=1, samplewise_epsilon_in_root=1), TypeError, "True or False"),
+        (dict(mode=1, samplewise_epsilon_in_root="yes"), TypeError, "True or False"),
+    ],
+)
+def test_bad_samplewise_epsilon_in_root(kwargs, error, message):
+    with pytest.raises(error, match="samplewise_epsilon_in_root.*" + message):
+        BatchNormalization(**kwargs)

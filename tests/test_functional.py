@@ -132,38 +132,90 @@ def test_featurewise_train_takes_parameters_of_the_feature_shape(rng, shape):
     assert_gradients_match(*featurewise_pair(axes), x, gamma, beta, upstream)
 
 
+def keras1_samplewise(x, gamma, beta, epsilon):
+    """Keras 1.x's mode 1, from its source: ``m = K.mean(x, axis=-1)``,
+    ``std = K.sqrt(K.var(x, axis=-1) + epsilon)``,
+    ``gamma * (x - m) / (std + epsilon) + beta``."""
+    x = np.asarray(x, dtype="float64")
+    m = x.mean(axis=-1, keepdims=True)
+    std = np.sqrt(x.var(axis=-1, keepdims=True) + epsilon)
+    return gamma * (x - m) / (std + epsilon) + beta
+
+
+SAMPLEWISE = {
+    # function name: the phase it serves, and how it differentiates
+    "samplewise_normalize": "training, closed-form gradient",
+    "samplewise_inference": "inference, autodiff",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLEWISE))
+@pytest.mark.parametrize("epsilon_in_root", [False, True])
 @pytest.mark.parametrize(
     "shape, param_shape",
     [((6, 5), (1, 5)), ((3, 4, 5), (1, 1, 5)), ((3, 4, 5), (1, 4, 5))],
 )
-def test_samplewise_normalize_gradients_match_finite_differences(
-    rng, shape, param_shape
+def test_samplewise_gradients_match_finite_differences(
+    rng, shape, param_shape, epsilon_in_root, name
 ):
     x, gamma, beta, upstream = random_inputs(rng, shape, param_shape)
 
     def function(x, gamma, beta):
         epsilon = keras.ops.convert_to_tensor(EPSILON, "float64")
-        return functional.samplewise_normalize(x, gamma, beta, epsilon)
+        return getattr(functional, name)(x, gamma, beta, epsilon, epsilon_in_root)
 
     def reference(x, gamma, beta):
+        if epsilon_in_root:
+            return keras1_samplewise(x, gamma, beta, EPSILON)
         return seed_samplewise(x, gamma, beta, EPSILON)
 
     assert_gradients_match(function, reference, x, gamma, beta, upstream)
 
 
-def test_samplewise_gradient_of_a_constant_sample_is_finite(rng):
+@pytest.mark.parametrize("name", sorted(SAMPLEWISE))
+@pytest.mark.parametrize("epsilon_in_root", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_samplewise_values(rng, dtype, epsilon_in_root, name):
+    # A large epsilon makes the two forms differ well beyond rounding.
+    epsilon = 0.25
+    x, gamma, beta, _ = random_inputs(rng, (5, 3, 4), (1, 3, 4))
+    reference = keras1_samplewise if epsilon_in_root else seed_samplewise
+    expected = reference(x.astype(dtype), gamma, beta, epsilon)
+    other = (seed_samplewise if epsilon_in_root else keras1_samplewise)(
+        x.astype(dtype), gamma, beta, epsilon
+    )
+    assert np.max(np.abs(expected - other)) > 1e-2
+    with dtype_scope(dtype):
+        y = getattr(functional, name)(
+            *(keras.ops.convert_to_tensor(v.astype(dtype)) for v in (x, gamma, beta)),
+            keras.ops.convert_to_tensor(epsilon, dtype),
+            epsilon_in_root,
+        )
+        y = to_numpy(y)
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(y, expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLEWISE))
+def test_samplewise_gradient_of_a_constant_sample_is_finite(rng, name):
     # The std of a constant sample is 0, where autodiff of sqrt gives NaN.
     x = rng.normal(size=(3, 4))
     x[1] = 2.5
+    upstream = rng.normal(size=x.shape)
     with dtype_scope("float64"):
         (dx,) = gradients(
-            lambda x: functional.samplewise_normalize(
+            lambda x: getattr(functional, name)(
                 x, 1.0, 0.0, keras.ops.convert_to_tensor(EPSILON, "float64")
             ),
-            rng.normal(size=x.shape),
+            upstream,
             x,
         )
     assert np.all(np.isfinite(dx))
+    # The constant sample's gradient: its std has derivative 0 there, so
+    # dx = (u - mean(u)) / epsilon.
+    np.testing.assert_allclose(
+        dx[1], (upstream[1] - upstream[1].mean()) / EPSILON, rtol=1e-9
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
