@@ -415,6 +415,12 @@ def main():
             import tensorflow as tf
             if hasattr(tf, "set_random_seed"):
                 tf.set_random_seed(args.seed)
+            if not hasattr(tf.python, "control_flow_ops"):
+                # Keras 1.0.6 calls tf.python.control_flow_ops.cond, which
+                # TensorFlow 0.12 (the oldest on PyPI) moved to
+                # tf.python.ops.control_flow_ops: the usual 2016 shim.
+                from tensorflow.python.ops import control_flow_ops
+                tf.python.control_flow_ops = control_flow_ops
         import keras
     out_dir = os.path.abspath(args.out)
     if not os.path.isdir(out_dir):
