@@ -4,7 +4,8 @@
 what a legacy Keras HDF5 weights file holds: its format, the Keras version
 and backend where known, what its BatchNormalization arrays mean, and a
 table of its layers with their arrays' shapes. A file it cannot read gets a
-one-line error and exit status 1.
+one-line error (`keras_bn.legacy.LegacyFileError`'s message, never a
+traceback) and exit status 1.
 """
 
 import argparse
@@ -60,6 +61,14 @@ def _inspect(path):
     return lines
 
 
+def _error(message):
+    message = " ".join(message.split())
+    if len(message) > 2000:
+        message = message[:1997] + "..."
+    print(f"keras-bn: error: {message}", file=sys.stderr)
+    return 1
+
+
 def main(argv=None):
     """Runs the command line.
 
@@ -84,10 +93,10 @@ def main(argv=None):
     arguments = parser.parse_args(argv)
     try:
         lines = _inspect(arguments.file)
-    except (OSError, ValueError) as error:
-        message = " ".join(str(error).split())
-        print(f"keras-bn: error: {message}", file=sys.stderr)
-        return 1
+    except legacy.LegacyFileError as error:
+        return _error(str(error))
+    except Exception as error:  # never a traceback: one line, exit 1
+        return _error(f"{arguments.file}: {type(error).__name__}: {error}")
     print("\n".join(lines))
     return 0
 

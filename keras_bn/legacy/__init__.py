@@ -7,8 +7,14 @@ Keras 3 model whose weighted layers match the file's in order
 - `keras_bn.legacy.reading`: a file's layout -> `LegacyWeights`, `LegacyLayer`;
 - `keras_bn.legacy.releases`: what each Keras release meant by its
   BatchNormalization arrays (std or variance, epsilon, defaults);
-- `keras_bn.legacy.assign`: matching the file's layers with the model's,
-  converting, and assigning all or nothing.
+- `keras_bn.legacy.kernels`: convolution kernels, from Keras 0.x/1.x's
+  channels-first layout and Theano's true convolution;
+- `keras_bn.legacy.layers`: one file layer's arrays checked and converted
+  for one model layer;
+- `keras_bn.legacy.assign`: matching the file's layers with the model's and
+  assigning all or nothing.
+
+Every failure raises `LegacyFileError`, a `ValueError`.
 
 A BatchNormalization's fourth array is a standard deviation up to Keras
 1.0.5 and a variance from 1.0.7 on (1.0.6 depends on the backend); the
@@ -18,6 +24,14 @@ the target layer: a std for `keras_bn.BatchNormalization`, a variance for
 """
 
 from keras_bn.legacy.assign import load_weights
+from keras_bn.legacy.errors import LegacyFileError
 from keras_bn.legacy.reading import FORMATS, LegacyLayer, LegacyWeights, read_weights
 
-__all__ = ["FORMATS", "LegacyLayer", "LegacyWeights", "load_weights", "read_weights"]
+__all__ = [
+    "FORMATS",
+    "LegacyFileError",
+    "LegacyLayer",
+    "LegacyWeights",
+    "load_weights",
+    "read_weights",
+]

@@ -2,75 +2,36 @@
 
 The file's layers that hold arrays are matched, in order, with the model's
 layers that hold weights; each array is checked and converted (a
-BatchNormalization's fourth array for the target layer's form and epsilon),
-and only when every layer has passed is anything assigned: all or nothing.
+BatchNormalization's fourth array for the target layer's form and epsilon,
+a convolution kernel for Keras 3's layout and cross-correlation), checked
+again in the dtype of the variable it goes into, and only when every layer
+has passed is anything assigned: all or nothing.
 """
 
+import dataclasses
 import math
 import numbers
 import warnings
 
 import keras
-import numpy as np
 
-from keras_bn.batch_normalization import BatchNormalization
-from keras_bn.convert import convert_running_statistic
-from keras_bn.legacy import releases
+from keras_bn.legacy import kernels, layers, releases
+from keras_bn.legacy.errors import LegacyFileError
 from keras_bn.legacy.reading import LegacyLayer, read_weights
 
 __all__ = ["load_weights"]
 
-# The last part of a weight's name, for each of a BatchNormalization's
-# arrays: Keras 1.x names them "<layer>_running_std", Keras 2.x
-# "<layer>/moving_variance:0".
-_BATCH_NORM_ROLES = {
-    "gamma": "gamma",
-    "beta": "beta",
-    "running_mean": "mean",
-    "moving_mean": "mean",
-    "running_std": "fourth",
-    "moving_variance": "fourth",
-}
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    running_std: str
+    epsilon: float | None
+    keras_version: str | None
+    backend: str | None
+    dim_ordering: str | None
 
 
-# -- what a BatchNormalization's arrays mean -------------------------------------
-
-
-def _role(weight_name):
-    """``gamma``, ``beta``, ``mean``, ``fourth`` or None, from a Keras 1.x/2.x
-    weight name."""
-    base = weight_name.split("/")[-1].split(":")[0]
-    for suffix, role in _BATCH_NORM_ROLES.items():
-        if base == suffix or base.endswith("_" + suffix):
-            return role
-    return None
-
-
-def _config_epsilons(config):
-    """``{layer name: epsilon}`` for every BatchNormalization in a model
-    config, nested models included."""
-    found = {}
-    if isinstance(config, dict):
-        inner = config.get("config")
-        if (
-            config.get("class_name") == "BatchNormalization"
-            and isinstance(inner, dict)
-            and "epsilon" in inner
-        ):
-            found[inner.get("name")] = float(inner["epsilon"])
-        for value in config.values():
-            found.update(_config_epsilons(value))
-    elif isinstance(config, list):
-        for value in config:
-            found.update(_config_epsilons(value))
-    return found
-
-
-# -- loading -------------------------------------------------------------------
-
-
-def _is_batch_norm(layer):
-    return isinstance(layer, (BatchNormalization, keras.layers.BatchNormalization))
+# -- matching -----------------------------------------------------------------
 
 
 def _weighted_layers(layer):
@@ -90,198 +51,187 @@ def _file_layers(weights, targets):
     (graph,) = weights.layers
     for batch_norm_count in (4, 2):
         counts = [
-            batch_norm_count if _is_batch_norm(t) else len(t.weights) for t in targets
+            batch_norm_count if layers.is_batch_norm(t) else len(t.weights)
+            for t in targets
         ]
         if sum(counts) == len(graph.arrays):
             break
     else:
-        raise ValueError(
-            f"path: the Graph's flat list in {weights.path!r} holds "
-            f"{len(graph.arrays)} arrays; the model's weighted layers take "
-            f"{sum(len(t.weights) for t in targets)} (BatchNormalizations counted "
-            "as 4, or as 2 for files before Keras 0.3.0)."
+        raise LegacyFileError(
+            f"the Graph's flat list holds {len(graph.arrays)} arrays; the "
+            f"model's weighted layers take {sum(len(t.weights) for t in targets)} "
+            "(BatchNormalizations counted as 4, or as 2 for files before Keras "
+            "0.3.0).",
+            path=weights.path,
+            layer="graph",
         )
-    layers, start = [], 0
+    pieces, start = [], 0
     for count in counts:
         names = graph.weight_names[start : start + count]
-        layers.append(
-            LegacyLayer(
-                f"graph {names[0]}..{names[-1]}",
-                names,
-                graph.arrays[start : start + count],
-            )
-        )
+        label = f"graph {names[0]}..{names[-1]}" if names else "graph (empty)"
+        pieces.append(LegacyLayer(label, names, graph.arrays[start : start + count]))
         start += count
-    return layers
+    return pieces
 
 
-def _check_finite(source, name, array):
-    if not np.issubdtype(array.dtype, np.number):
-        raise ValueError(
-            f"Layer '{source.name}': array '{name}' must be numeric, got dtype "
-            f"{array.dtype}."
-        )
-    if not np.all(np.isfinite(array)):
-        raise ValueError(
-            f"Layer '{source.name}': array '{name}' must be finite, got "
-            f"{int(np.sum(~np.isfinite(array)))} non-finite values."
+# -- loading -------------------------------------------------------------------
+
+
+def _check_options(path, options):
+    def refuse(field, expected, value):
+        return LegacyFileError(
+            f"{field}: expected {expected}, got {value!r}.", path=path, field=field
         )
 
-
-def _check_shape(source, target, name, array, shape):
-    if tuple(array.shape) != tuple(shape):
-        raise ValueError(
-            f"Layer '{source.name}': array '{name}' has shape {array.shape}, the "
-            f"model's layer '{target.name}' takes shape {tuple(shape)}."
-        )
-
-
-def _plain_arrays(source, target):
-    """A non-BatchNormalization layer's arrays, as they are."""
-    variables = target.weights
-    if len(source.arrays) != len(variables):
-        raise ValueError(
-            f"Layer '{source.name}': the file holds {len(source.arrays)} arrays "
-            f"{list(source.weight_names)}, the model's layer '{target.name}' takes "
-            f"{len(variables)}."
-        )
-    for name, array, variable in zip(source.weight_names, source.arrays, variables):
-        _check_finite(source, name, array)
-        _check_shape(source, target, name, array, variable.shape)
-    return list(source.arrays)
-
-
-def _is_named(source):
-    """Whether the arrays carry Keras 1.x/2.x names (a file without names
-    calls them ``param_{n}``)."""
-    return not all(name.startswith("param_") for name in source.weight_names)
-
-
-def _batch_norm_roles(source):
-    """``{role: (weight name, array)}`` of a file's BatchNormalization."""
-    if _is_named(source):
-        roles = {
-            _role(name): (name, array)
-            for name, array in zip(source.weight_names, source.arrays)
-        }
-        if None in roles or len(roles) != len(source.arrays):
-            raise ValueError(
-                f"Layer '{source.name}': expected BatchNormalization arrays "
-                "(gamma, beta, running_mean/moving_mean, "
-                f"running_std/moving_variance), got {list(source.weight_names)}."
-            )
-        return roles
-    if len(source.arrays) not in (2, 4):
-        raise ValueError(
-            f"Layer '{source.name}': a Keras 0.x BatchNormalization holds 4 arrays "
-            "(gamma, beta, running_mean, running_std), or 2 (gamma, beta) in "
-            f"Keras 0.1.x; the file holds {len(source.arrays)}."
-        )
-    roles = ("gamma", "beta", "mean", "fourth")
-    return {
-        role: (name, array)
-        for role, name, array in zip(roles, source.weight_names, source.arrays)
-    }
-
-
-def _batch_norm_arrays(source, target, form, epsilon):
-    """A BatchNormalization's arrays converted for ``target``.
-
-    Returns ``(arrays, complete)``: ``complete`` is False for files that
-    saved no running statistics, whose targets keep their own."""
-    roles = _batch_norm_roles(source)
-    for role, option in (("gamma", "scale"), ("beta", "center")):
-        if (role in roles) != getattr(target, option):
-            raise ValueError(
-                f"Layer '{source.name}': the file "
-                f"{'holds' if role in roles else 'has no'} {role}, but the "
-                f"model's layer '{target.name}' has "
-                f"{option}={getattr(target, option)}."
-            )
-    is_seed = isinstance(target, BatchNormalization)
-    mean_variable = target.running_mean if is_seed else target.moving_mean
-    fourth_variable = target.running_std if is_seed else target.moving_variance
-    shape = tuple(mean_variable.shape)
-    for name, array in roles.values():
-        _check_finite(source, name, array)
-        _check_shape(source, target, name, array, shape)
-    affine = [roles[r][1] for r in ("gamma", "beta") if r in roles]
-    if "mean" not in roles and "fourth" not in roles:
-        return affine + [mean_variable.numpy(), fourth_variable.numpy()], False
-    if "mean" not in roles or "fourth" not in roles:
-        raise ValueError(
-            f"Layer '{source.name}': the file holds "
-            f"{list(source.weight_names)}, which has one running statistic "
-            "without the other."
-        )
-    if epsilon is None:
-        raise ValueError(
-            f"epsilon: the file does not record the epsilon of '{source.name}' "
-            "and its Keras version is unknown; pass the epsilon its "
-            "BatchNormalization layers used (Keras 1.0.6 to 1.0.7: 1e-6, 1.0.8 "
-            "to 1.1.x: 1e-5, 1.2.x: 1e-3)."
-        )
-    fourth = convert_running_statistic(
-        roles["fourth"][1],
-        form,
-        epsilon,
-        "std" if is_seed else "variance",
-        target.epsilon,
-        f"Layer '{source.name}' (array '{roles['fourth'][0]}', into '{target.name}')",
-    )
-    return affine + [roles["mean"][1], fourth], True
-
-
-def _check_options(running_std, epsilon, keras_version):
-    if running_std not in ("auto", "std", "variance"):
-        raise ValueError(
-            f'running_std: expected "auto", "std" or "variance", got {running_std!r}.'
-        )
+    if options.running_std not in ("auto", "std", "variance"):
+        raise refuse("running_std", '"auto", "std" or "variance"', options.running_std)
+    epsilon = options.epsilon
     if epsilon is not None and (
         not isinstance(epsilon, numbers.Real)
         or isinstance(epsilon, bool)
         or not math.isfinite(epsilon)
         or epsilon < 0
     ):
-        raise ValueError(
-            f"epsilon: expected None or a finite number >= 0, got {epsilon!r}."
-        )
-    if (
-        keras_version is not None
-        and releases.version_tuple(
-            keras_version if isinstance(keras_version, str) else None
-        )
-        is None
+        raise refuse("epsilon", "None or a finite number >= 0", epsilon)
+    version = options.keras_version
+    if version is not None and (
+        not isinstance(version, str) or releases.version_tuple(version) is None
     ):
-        raise ValueError(
-            f'keras_version: expected None or a version such as "1.0.8", got '
-            f"{keras_version!r}."
+        raise refuse("keras_version", 'None or a version such as "1.0.8"', version)
+    if options.backend not in (None, "theano", "tensorflow"):
+        raise refuse("backend", 'None, "theano" or "tensorflow"', options.backend)
+    if options.dim_ordering not in (None, "th", "tf"):
+        raise refuse("dim_ordering", 'None, "th" or "tf"', options.dim_ordering)
+
+
+def _check_model(path, model):
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(f"model: expected a Keras model, got {type(model).__name__}.")
+    if not model.built:
+        raise LegacyFileError(
+            f"model: '{model.name}' is not built; build it (call it once, or "
+            "give it an Input) so that its weights exist.",
+            path=path,
+            field="model",
         )
 
 
-def load_weights(model, path, *, running_std="auto", epsilon=None, keras_version=None):
+def _plan(weights, model, options):
+    """Every target layer's `layers.Step`, ``{file layer: epsilon}`` for those
+    whose epsilon was assumed, and the target layers that get no running
+    statistics: everything checked, nothing assigned."""
+    path = weights.path
+    targets = _weighted_layers(model)
+    sources = _file_layers(weights, targets)
+    if len(sources) != len(targets):
+        raise LegacyFileError(
+            f"the file holds {len(sources)} layers with weights "
+            f"{[s.name for s in sources]}; the model has {len(targets)} "
+            f"{[t.name for t in targets]}.",
+            path=path,
+        )
+    facts = kernels.KernelFacts.of(weights, options.backend, options.dim_ordering)
+    bn_options = (options.running_std, options.epsilon, options.keras_version)
+    plan, assumed, without_statistics = [], {}, []
+    for source, target in zip(sources, targets):
+        file_batch_norm = any(
+            layers.role(name) == "fourth" for name in source.weight_names
+        )
+        if layers.is_named(source) and file_batch_norm != layers.is_batch_norm(target):
+            kind = "a" if file_batch_norm else "not a"
+            raise LegacyFileError(
+                f"Layer '{source.name}': the file's layer is {kind} "
+                f"BatchNormalization, the model's layer '{target.name}' is a "
+                f"{type(target).__name__}.",
+                path=path,
+                layer=source.name,
+            )
+        if not layers.is_batch_norm(target):
+            plan.append(layers.plain_step(path, source, target, facts))
+            continue
+        bn = releases.batch_norm_source(weights, source.name, bn_options)
+        step = layers.batch_norm_step(path, source, target, bn)
+        if len(step.arrays) != len(target.weights):
+            raise LegacyFileError(
+                f"Layer '{source.name}': the model's layer '{target.name}' takes "
+                f"{len(target.weights)} arrays, a BatchNormalization gives "
+                f"{len(step.arrays)}.",
+                path=path,
+                layer=source.name,
+            )
+        if len(layers.batch_norm_roles(path, source)) == 2:
+            without_statistics.append(target.name)
+        elif bn.epsilon_origin == "default":
+            assumed[source.name] = bn.epsilon
+        plan.append(step)
+    return plan, assumed, without_statistics
+
+
+def _assign(model, plan, path):
+    """Assigns every step, or, if one fails, restores every layer as it
+    was."""
+    previous = [
+        (step.target, step.target.get_weights(), _attributes(step)) for step in plan
+    ]
+    try:
+        for step in plan:
+            for key, value in step.attributes.items():
+                setattr(step.target, key, value)
+            step.target.set_weights(step.arrays)
+    except Exception as error:
+        for target, values, attributes in previous:
+            for key, value in attributes.items():
+                setattr(target, key, value)
+            target.set_weights(values)
+        raise LegacyFileError(
+            f"assigning the weights failed, the model is as it was: "
+            f"{type(error).__name__}: {error}",
+            path=path,
+        ) from error
+    if any(step.attributes for step in plan):
+        # A compiled predict/train function would keep the old formula.
+        for attribute in ("predict_function", "test_function", "train_function"):
+            if getattr(model, attribute, None) is not None:
+                setattr(model, attribute, None)
+
+
+def _attributes(step):
+    return {key: getattr(step.target, key) for key in step.attributes}
+
+
+def load_weights(
+    model,
+    path,
+    *,
+    running_std="auto",
+    epsilon=None,
+    keras_version=None,
+    backend=None,
+    dim_ordering=None,
+):
     """Loads a Keras 0.x, 1.x or 2.x HDF5 file into a Keras 3 model.
 
     The file's layers that hold arrays go, in order, into the model's layers
     that hold weights (nested models flattened, in the order of
     ``model.layers``). Arrays go in as they are (Dense: kernel then bias),
-    except a BatchNormalization's fourth array, which is converted so that
-    the model computes at inference exactly what the source did:
+    except:
 
-    - into a `keras_bn.BatchNormalization`: the seed's form,
-      ``running_std = denominator - epsilon``;
-    - into a `keras.layers.BatchNormalization`: the variance form,
-      ``moving_variance = denominator**2 - epsilon``,
+    - a BatchNormalization's fourth array, converted so that the model
+      computes at inference exactly what the source did: into a
+      `keras_bn.BatchNormalization`, ``running_std = denominator -
+      epsilon``; into a `keras.layers.BatchNormalization`,
+      ``moving_variance = denominator**2 - epsilon``, where ``denominator``
+      is the source's (docs/legacy.md has each release's);
+    - convolution kernels, transposed from Keras 0.x/1.x's channels-first
+      layout and flipped where Theano computed a true convolution.
 
-    where ``denominator`` is the source's: ``running_std + e`` (Keras 0.x to
-    1.0.5), ``sqrt(variance + e)`` (1.0.7 on, Keras 2 and later) or
-    ``sqrt(variance) + e`` (Keras 1.0.7 to 1.0.8 on Theano), and ``e`` the
-    source's epsilon: from the model config of a whole-model file, else the
-    ``epsilon`` argument, else the source version's default.
-
+    A keras_bn layer of mode 1 gets the source's samplewise formula
+    (``samplewise_epsilon_in_root``: Keras 1.x put epsilon in the root too).
     Files from Keras 0.1.x (and 0.x Graph files before 0.3.0) saved only
     gamma and beta: those load, the running estimates keep their values, and
-    a warning points at `keras_bn.recompute_statistics`.
+    a warning points at `keras_bn.recompute_statistics`. Where the file does
+    not record an epsilon and the release's default is assumed, a warning
+    says so.
 
     Everything is read, checked and converted before anything is assigned:
     a failed call leaves the model as it was.
@@ -300,71 +250,31 @@ def load_weights(model, path, *, running_std="auto", epsilon=None, keras_version
             default (1e-6 for every Keras that kept a std).
         keras_version: The Keras version that wrote the file, for files that
             do not record it (Keras 1.x weights files), e.g. ``"1.0.8"``.
+        backend: ``"theano"`` or ``"tensorflow"``, the backend that wrote
+            the file, for files that do not tell it (Keras 0.x) and hold
+            convolutions: Theano's kernels are flipped.
+        dim_ordering: ``"th"`` or ``"tf"``, the ``dim_ordering`` of a Keras
+            0.x/1.x file's convolutions, where neither its config nor the
+            kernels' shapes tell.
 
     Raises:
-        ValueError: the file cannot be read, its layout is unknown, its
-            layers do not match the model's in number or shapes, an array is
-            not finite, or the fourth array's meaning cannot be told.
+        LegacyFileError: (a ValueError) the file cannot be read, its layout
+            is unknown, its layers do not match the model's in number,
+            kinds or shapes, an array is not finite in the model's dtype,
+            an argument is invalid, or what the file means cannot be told
+            (the message names the argument to pass).
+        TypeError: ``model`` is not a Keras layer or model.
     """
-    _check_options(running_std, epsilon, keras_version)
-    if not isinstance(model, keras.layers.Layer):
-        raise TypeError(f"model: expected a Keras model, got {type(model).__name__}.")
-    if not model.built:
-        raise ValueError(
-            f"model: '{model.name}' is not built; build it (call it once, or "
-            "give it an Input) so that its weights exist."
-        )
+    options = _Options(running_std, epsilon, keras_version, backend, dim_ordering)
+    _check_options(path, options)
+    _check_model(path, model)
     weights = read_weights(path)
-    targets = _weighted_layers(model)
-    sources = _file_layers(weights, targets)
-    if len(sources) != len(targets):
-        raise ValueError(
-            f"path: {weights.path!r} holds {len(sources)} layers with weights "
-            f"{[s.name for s in sources]}; the model has {len(targets)} "
-            f"{[t.name for t in targets]}."
-        )
-    form, default_epsilon = None, None
-    if any(_is_batch_norm(t) for t in targets):
-        form, default_epsilon = releases.source_form(
-            weights, running_std, keras_version
-        )
-    config_epsilons = _config_epsilons(weights.model_config)
+    plan, assumed, without_statistics = _plan(weights, model, options)
+    _assign(model, plan, weights.path)
+    _warn(weights, plan, assumed, without_statistics)
 
-    plan, without_statistics = [], []
-    for source, target in zip(sources, targets):
-        file_batch_norm = any(_role(name) == "fourth" for name in source.weight_names)
-        if _is_named(source) and file_batch_norm != _is_batch_norm(target):
-            kind = "a" if file_batch_norm else "not a"
-            raise ValueError(
-                f"Layer '{source.name}': the file's layer is {kind} "
-                f"BatchNormalization, the model's "
-                f"layer '{target.name}' is a {type(target).__name__}."
-            )
-        if not _is_batch_norm(target):
-            plan.append((target, _plain_arrays(source, target)))
-            continue
-        source_epsilon = config_epsilons.get(
-            source.name, default_epsilon if epsilon is None else epsilon
-        )
-        arrays, complete = _batch_norm_arrays(source, target, form, source_epsilon)
-        if len(arrays) != len(target.weights):
-            raise ValueError(
-                f"Layer '{source.name}': the model's layer '{target.name}' takes "
-                f"{len(target.weights)} arrays, a BatchNormalization gives "
-                f"{len(arrays)}."
-            )
-        if not complete:
-            without_statistics.append(target.name)
-        plan.append((target, arrays))
 
-    previous = [(target, target.get_weights()) for target, _ in plan]
-    try:
-        for target, arrays in plan:
-            target.set_weights(arrays)
-    except Exception:
-        for target, values in previous:
-            target.set_weights(values)
-        raise
+def _warn(weights, plan, assumed, without_statistics):
     if without_statistics:
         warnings.warn(
             f"{weights.path}: the BatchNormalization layers {without_statistics} "
@@ -372,5 +282,28 @@ def load_weights(model, path, *, running_std="auto", epsilon=None, keras_version
             "0.3.0); their running estimates keep the values they had. "
             "Recompute them from data: keras_bn.recompute_statistics(model, data).",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
+        )
+    if assumed:
+        values = sorted(set(assumed.values()))
+        warnings.warn(
+            f"{weights.path}: the file does not record the epsilon of the "
+            f"BatchNormalization layers {list(assumed)}; assumed the release's "
+            f"default {', '.join(f'{v:g}' for v in values)}. If they used "
+            "another, pass it: load_weights(..., epsilon=...).",
+            UserWarning,
+            stacklevel=3,
+        )
+    in_root = [
+        step.target.name
+        for step in plan
+        if step.attributes.get("samplewise_epsilon_in_root")
+    ]
+    if in_root:
+        warnings.warn(
+            f"{weights.path}: Keras 1.x normalized samplewise (mode 1) with "
+            "(x - m) / (sqrt(var + epsilon) + epsilon); set "
+            f"samplewise_epsilon_in_root=True on the layers {in_root}.",
+            UserWarning,
+            stacklevel=3,
         )
