@@ -40,15 +40,16 @@ elif backend == "tensorflow":
 else:
     raise SystemExit("Keras distributes training on the JAX and TensorFlow backends.")
 
+import figure1  # noqa: E402  (this script's own folder is on sys.path)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_bn import BatchNormalization, digits  # noqa: E402
+from keras_bn import BatchNormalization  # noqa: E402
 
 if args.batch_size % args.devices:
     raise SystemExit("--batch-size must be a multiple of --devices")
 synchronized = backend == "tensorflow" and not args.unsynchronized
-split = digits.load_split(seed=args.seed)
+split = figure1.load_split(seed=args.seed)
 x_train, y_train = split.x_train, split.y_train
 steps_per_epoch = len(x_train) // args.batch_size
 x_train = x_train[: steps_per_epoch * args.batch_size]
@@ -60,9 +61,9 @@ def build():
     def batch_norm():
         return BatchNormalization(synchronized=synchronized)
 
-    model = digits.build_model(batch_norm, seed=args.seed)
+    model = figure1.build_model(batch_norm, seed=args.seed)
     model.compile(
-        keras.optimizers.SGD(digits.LEARNING_RATE), "sparse_categorical_crossentropy"
+        keras.optimizers.SGD(figure1.LEARNING_RATE), "sparse_categorical_crossentropy"
     )
     return model
 
