@@ -244,6 +244,18 @@ class BatchNormalization(keras.layers.Layer):
         running_std_initializer: Default ``"ones"``.
         gamma_regularizer, beta_regularizer: Optional regularizers.
         gamma_constraint, beta_constraint: Optional constraints.
+        skip_non_finite: False (default, the seed): the running estimates
+            follow the batch statistics whatever they are, so one batch
+            holding a NaN or inf makes them NaN for good. True: every
+            position whose value is NaN or +-inf is left out, per feature,
+            of the statistics that update the running estimates (as a
+            masked position is); a feature with no finite position in the
+            batch, or whose statistics still come out non-finite (sums
+            beyond the dtype's range), keeps its estimates. The training
+            output still normalizes with the statistics of the whole batch,
+            so it is NaN where the batch's are. Costs an extra pass over the
+            batch in training (a finiteness mask and masked sums); nothing
+            at inference.
         samplewise_epsilon_in_root: Mode 1 only (a ValueError with mode 0,
             whose std has epsilon inside the root already). False (default,
             the seed, Keras 0.x): each sample's std is ``sqrt(var)``, and
@@ -295,6 +307,7 @@ class BatchNormalization(keras.layers.Layer):
         synchronized=False,
         virtual_batch_size=None,
         samplewise_epsilon_in_root=False,
+        skip_non_finite=False,
         **kwargs,
     ):
         input_shape = _validate_input_shape(input_shape)
@@ -319,6 +332,11 @@ class BatchNormalization(keras.layers.Layer):
         self.samplewise_epsilon_in_root = _validate_samplewise_epsilon_in_root(
             samplewise_epsilon_in_root, self.mode
         )
+        if not isinstance(skip_non_finite, bool):
+            raise TypeError(
+                f"skip_non_finite: expected True or False, got {skip_non_finite!r}."
+            )
+        self.skip_non_finite = skip_non_finite
         if input_shape is not None:
             kwargs["input_shape"] = input_shape
         with warnings.catch_warnings():
@@ -585,24 +603,35 @@ class BatchNormalization(keras.layers.Layer):
                 )
             return ops.cast(y, self.compute_dtype)
 
+        batch = x.shape[0]
+        if batch == 0:
+            # An empty batch has no statistics: the running estimates stay
+            # as they are, and the (empty) output keeps its link to gamma
+            # and beta, whose gradients are 0.
+            return ops.cast(x * gamma + beta, self.compute_dtype)
         if self.virtual_batch_size is not None:
             y, mean, std, count = self._train_ghost_batches(
                 x, gamma, beta, epsilon, mask
             )
         else:
             y, mean, std, count = self._train(x, gamma, beta, epsilon, mask)
-        self._update_running(mean, std, count)
+        # A batch size known only at run time (TensorFlow graphs) may be 0.
+        nonempty = ops.shape(x)[0] > 0 if batch is None else None
+        self._update_running(mean, std, count, nonempty)
         return ops.cast(y, self.compute_dtype)
 
     def _train(self, x, gamma, beta, epsilon, mask, reduction_axes=None):
-        """Training output, batch statistics over ``reduction_axes``, and,
-        with a mask, how many positions each statistic saw (else None)."""
+        """Training output, the statistics for the running estimates over
+        ``reduction_axes``, and, with a mask or ``skip_non_finite``, how many
+        positions each statistic saw (else None)."""
         if reduction_axes is None:
             reduction_axes = self._reduction_axes
         if self.mode == 0 and mask is None and not self.synchronized:
             y, mean, std = functional.featurewise_train(
                 x, gamma, beta, reduction_axes, epsilon
             )
+            if self.skip_non_finite:
+                return (y, *self._finite_statistics(x, epsilon, mask, reduction_axes))
             return y, mean, std, None
         mean, std = functional.batch_moments(
             # Mode 1's output does not depend on these statistics, and
@@ -620,6 +649,8 @@ class BatchNormalization(keras.layers.Layer):
             y = functional.samplewise_normalize(
                 x, gamma, beta, epsilon, self.samplewise_epsilon_in_root
             )
+        if self.skip_non_finite:
+            return (y, *self._finite_statistics(x, epsilon, mask, reduction_axes))
         count = None
         if mask is not None:
             count = ops.sum(
@@ -630,6 +661,23 @@ class BatchNormalization(keras.layers.Layer):
             if self.synchronized:
                 count = _sum_across_replicas(count)
         return y, mean, std, count
+
+    def _finite_statistics(self, x, epsilon, mask, reduction_axes):
+        """``skip_non_finite``: the batch statistics over the finite (and
+        unmasked) positions only, and how many each saw: an extra pass over
+        the batch, with a full-size mask."""
+        x = ops.stop_gradient(x)
+        keep = ops.isfinite(x)
+        if mask is not None:
+            keep = ops.logical_and(keep, ops.cast(mask, "bool"))
+        across = _sum_across_replicas if self.synchronized else None
+        mean, std = functional.batch_moments(
+            ops.where(keep, x, ops.zeros_like(x)), reduction_axes, epsilon, keep, across
+        )
+        count = ops.sum(ops.cast(keep, x.dtype), axis=reduction_axes, keepdims=True)
+        if across is not None:
+            count = across(count)
+        return mean, std, count
 
     def _train_ghost_batches(self, x, gamma, beta, epsilon, mask):
         """Ghost batch normalization: statistics over each run of
@@ -701,24 +749,32 @@ class BatchNormalization(keras.layers.Layer):
             )
         return mask
 
-    def _update_running(self, mean, std, count=None):
-        """The seed's update; a feature that the mask hid in every position
-        of the batch keeps its running estimates."""
+    def _update_running(self, mean, std, count=None, nonempty=None):
+        """The seed's update. A feature that the batch gave no position for
+        (``count`` 0: masked, or non-finite with ``skip_non_finite``) keeps
+        its running estimates, as do all features when ``nonempty`` (a
+        scalar boolean tensor) is false; with ``skip_non_finite``, so does a
+        feature whose statistics still came out non-finite (sums beyond the
+        dtype's range)."""
         shape = self.running_mean.shape
         dtype = self.running_mean.dtype
         momentum = ops.convert_to_tensor(self.momentum, dtype=dtype)
-        for variable, batch_value in (
-            (self.running_mean, mean),
-            (self.running_std, std),
+        batch_values = [
+            ops.cast(ops.reshape(ops.stop_gradient(value), shape), dtype)
+            for value in (mean, std)
+        ]
+        keep = None if count is None else ops.reshape(count, shape) > 0
+        if self.skip_non_finite:
+            finite = ops.logical_and(*(ops.isfinite(v) for v in batch_values))
+            keep = finite if keep is None else ops.logical_and(keep, finite)
+        if nonempty is not None:
+            keep = nonempty if keep is None else ops.logical_and(keep, nonempty)
+        for variable, batch_value in zip(
+            (self.running_mean, self.running_std), batch_values
         ):
-            batch_value = ops.cast(
-                ops.reshape(ops.stop_gradient(batch_value), shape), dtype
-            )
             updated = functional.moving_average(variable, batch_value, momentum)
-            if count is not None:
-                updated = ops.where(
-                    ops.reshape(count, shape) > 0, updated, variable.value
-                )
+            if keep is not None:
+                updated = ops.where(keep, updated, variable.value)
             variable.assign(updated)
 
     # -- serialization -----------------------------------------------------
@@ -749,6 +805,7 @@ class BatchNormalization(keras.layers.Layer):
                 "synchronized": self.synchronized,
                 "virtual_batch_size": self.virtual_batch_size,
                 "samplewise_epsilon_in_root": self.samplewise_epsilon_in_root,
+                "skip_non_finite": self.skip_non_finite,
             }
         )
         return config

@@ -284,12 +284,16 @@ def _sum_to_shape(t, shape):
 
 def _reduction_count(x, axes):
     """Number of elements each statistic averages over, as a tensor (the batch
-    size may be unknown until run time)."""
+    size may be unknown until run time), at least 1: the statistics of an
+    empty batch come out 0 and ``sqrt(epsilon)``, not NaN, so that its
+    gradients stay finite (the layer leaves its running estimates alone)."""
     shape = ops.shape(x)
     count = 1
     for axis in axes:
         count = count * shape[axis]
-    return ops.cast(count, x.dtype)
+    if isinstance(count, int):
+        return ops.cast(max(count, 1), x.dtype)
+    return ops.maximum(ops.cast(count, x.dtype), 1.0)
 
 
 def featurewise_train(x, gamma, beta, axes, epsilon):

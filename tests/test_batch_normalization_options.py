@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import (
+    BACKEND,
     dtype_scope,
     loss_and_gradients,
     numeric_gradient,
@@ -405,7 +406,7 @@ def test_masked_ghost_batches_weigh_their_statistics_by_count(rng):
     np.testing.assert_allclose(layer.get_weights()[3], std.ravel(), atol=1e-5)
 
 
-# -- samplewise_epsilon_in_root (Keras 1.x's mode 1) -----------------------------------
+# -- samplewise_epsilon_in_root (Keras 1.x's mode 1) ------------------------------
 
 
 def keras1_samplewise(x, gamma, beta, epsilon):
@@ -517,3 +518,176 @@ def test_samplewise_epsilon_in_root_is_off_by_default_and_in_the_config():
 def test_bad_samplewise_epsilon_in_root(kwargs, error, message):
     with pytest.raises(error, match="samplewise_epsilon_in_root.*" + message):
         BatchNormalization(**kwargs)
+
+
+# -- empty batches ---------------------------------------------------------------
+
+EMPTY_CASES = [
+    dict(mode=0),
+    dict(mode=1),
+    dict(mode=0, axis=-1),
+    dict(mode=0, virtual_batch_size=2),
+    dict(mode=0, skip_non_finite=True),
+]
+
+
+def empty_batch_call(layer, x, compiled):
+    """``layer(x, training=True)``: eagerly, or compiled with the batch size
+    unknown until run time where the backend allows it."""
+    if not compiled:
+        return to_numpy(layer(x, training=True))
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        call = tf.function(
+            lambda t: layer(t, training=True),
+            input_signature=[tf.TensorSpec((None, *x.shape[1:]), x.dtype)],
+        )
+        return call(x).numpy()
+    if BACKEND == "jax":
+        import jax
+
+        trainable = [v.value for v in layer.trainable_variables]
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+        y, non_trainable = jax.jit(
+            lambda t, n, x: layer.stateless_call(t, n, x, training=True)
+        )(trainable, non_trainable, x)
+        for variable, value in zip(layer.non_trainable_variables, non_trainable):
+            variable.assign(value)
+        return np.asarray(y)
+    pytest.skip("PyTorch runs eagerly: the batch size is always known")
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("kwargs", EMPTY_CASES, ids=str)
+def test_an_empty_batch_leaves_the_running_estimates_alone(rng, kwargs, compiled):
+    layer = BatchNormalization((4, 3), momentum=0.5, **kwargs)
+    before = layer.get_weights()
+    x = np.zeros((0, 4, 3), dtype="float32")
+    y = empty_batch_call(layer, x, compiled)
+    assert y.shape == (0, 4, 3)
+    for got, want in zip(layer.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+    # A batch with samples still updates them afterwards.
+    x = rng.normal(2.0, 3.0, size=(6, 4, 3)).astype("float32")
+    layer(x, training=True)
+    assert not np.allclose(layer.get_weights()[-2], before[-2])
+
+
+def test_an_empty_batch_has_zero_gradients():
+    x = np.zeros((0, 4, 3))
+    with dtype_scope("float64"):
+        layer = BatchNormalization((4, 3), dtype="float64")
+        loss, (dx, dgamma, dbeta) = loss_and_gradients(
+            layer, x, np.zeros_like(x), training=True
+        )
+    assert loss == 0.0 and dx.shape == (0, 4, 3)
+    np.testing.assert_array_equal(dgamma, np.zeros((4, 3)))
+    np.testing.assert_array_equal(dbeta, np.zeros((4, 3)))
+
+
+# -- skip_non_finite -------------------------------------------------------------
+
+
+def poisoned_batch(rng, shape):
+    """A batch with NaN and +-inf at scattered positions, and one feature
+    (the first along the last axis, at every other position) non-finite
+    throughout."""
+    x = rng.normal(2.0, 3.0, size=shape)
+    flat = x.reshape(-1)
+    positions = rng.choice(flat.size, size=flat.size // 6, replace=False)
+    flat[positions[0::3]] = np.nan
+    flat[positions[1::3]] = np.inf
+    flat[positions[2::3]] = -np.inf
+    x[..., 0] = np.nan
+    return x.astype("float32")
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+@pytest.mark.parametrize("axis", [None, -1])
+@pytest.mark.parametrize("mode", [0, 1])
+def test_skip_non_finite_keeps_the_running_estimates_clean(rng, mode, axis, with_mask):
+    shape = (16, 5, 3)
+    x = poisoned_batch(rng, shape)
+    mask = rng.uniform(size=shape[:2]) > 0.3 if with_mask else None
+    layer = BatchNormalization(
+        epsilon=1e-3, mode=mode, momentum=0.25, axis=axis, skip_non_finite=True
+    )
+    y = to_numpy(layer(x, training=True, mask=mask))
+    running_mean, running_std = layer.get_weights()[2:]
+
+    feature_axes = {1, 2} if axis is None else {2}
+    axes = tuple(a for a in range(3) if a not in feature_axes)
+    param_shape = running_mean.shape
+    kept = np.isfinite(x)
+    if mask is not None:
+        kept &= mask[..., None]
+    seen = np.sum(kept, axis=axes, keepdims=True).reshape(param_shape) > 0
+    with np.errstate(invalid="ignore"):  # 0 / 0 where a feature has no value
+        mean, std = seed_batch_statistics(
+            np.where(kept, x, 0.0), 1e-3, axes, kept.astype("float64")
+        )
+    expected_mean = np.where(
+        seen, seed_running_update(0.0, mean.reshape(param_shape), 0.25), 0.0
+    )
+    expected_std = np.where(
+        seen, seed_running_update(1.0, std.reshape(param_shape), 0.25), 1.0
+    )
+    assert not np.all(seen) and np.any(seen)  # both cases are tested
+    np.testing.assert_allclose(running_mean, expected_mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(running_std, expected_std, rtol=1e-5, atol=1e-5)
+
+    # The output is the one without the option: the whole batch's statistics.
+    reference = BatchNormalization(epsilon=1e-3, mode=mode, axis=axis)
+    np.testing.assert_allclose(
+        y, to_numpy(reference(x, training=True, mask=mask)), rtol=1e-6, atol=1e-6
+    )
+    # ... whose running estimates the batch poisons.
+    assert not np.all(np.isfinite(reference.get_weights()[2]))
+
+
+def test_skip_non_finite_with_ghost_batches(rng):
+    x = poisoned_batch(rng, (8, 3, 2))
+    x[4:, :, 1] = np.nan  # feature 1 has no finite value in the second ghost
+    layer = BatchNormalization(
+        epsilon=1e-3, axis=-1, momentum=0.0, virtual_batch_size=4, skip_non_finite=True
+    )
+    layer(x, training=True)
+    # The ghost batches' statistics, weighted by their finite counts.
+    kept = np.isfinite(x)
+    means, stds, counts = [], [], []
+    for ghost in (slice(0, 4), slice(4, 8)):
+        g, k = x[ghost], kept[ghost]
+        with np.errstate(invalid="ignore"):  # 0 / 0 where a feature has no value
+            m, s = seed_batch_statistics(np.where(k, g, 0.0), 1e-3, (0, 1), k)
+        means.append(np.nan_to_num(m.ravel()))
+        stds.append(np.nan_to_num(s.ravel()))
+        counts.append(k.sum(axis=(0, 1)))
+    counts = np.array(counts, dtype="float64")
+    weights = counts / np.maximum(counts.sum(axis=0), 1)
+    seen = counts.sum(axis=0) > 0
+    expected_mean = np.where(seen, np.sum(weights * np.array(means), axis=0), 0.0)
+    expected_std = np.where(seen, np.sum(weights * np.array(stds), axis=0), 1.0)
+    np.testing.assert_allclose(layer.get_weights()[2], expected_mean, atol=1e-5)
+    np.testing.assert_allclose(layer.get_weights()[3], expected_std, atol=1e-5)
+
+
+def test_skip_non_finite_keeps_estimates_whose_sums_overflow(rng):
+    x = rng.normal(size=(8, 2)).astype("float32")
+    x[:, 0] = 3e38  # finite, but the sum over the batch is not
+    layer = BatchNormalization(momentum=0.5, skip_non_finite=True)
+    layer(x, training=True)
+    running_mean, running_std = layer.get_weights()[2:]
+    assert (running_mean[0], running_std[0]) == (0.0, 1.0)
+    mean, std = seed_batch_statistics(x[:, 1:], 1e-6)
+    np.testing.assert_allclose(running_mean[1], 0.5 * mean[0, 0], atol=1e-6)
+    np.testing.assert_allclose(running_std[1], 0.5 + 0.5 * std[0, 0], atol=1e-6)
+
+
+def test_skip_non_finite_is_off_by_default_and_in_the_config():
+    assert BatchNormalization().skip_non_finite is False
+    config = BatchNormalization((3,), skip_non_finite=True).get_config()
+    assert config["skip_non_finite"] is True
+    assert BatchNormalization.from_config(config).skip_non_finite is True
+    with pytest.raises(TypeError, match="skip_non_finite: expected True or False"):
+        BatchNormalization(skip_non_finite="yes")
