@@ -120,6 +120,17 @@ def flatten():
     return {"type": "flatten", "data_format": None}
 
 
+# Models a release family does not write, and why.
+SKIPPED = {
+    0: ["dense_mode2: Keras 0.x has no mode 2",
+        "functional: Keras 0.x has the Graph container instead (model 'graph')"],
+    2: ["dense_mode1, dense_mode2: Keras 2 removed BatchNormalization modes"],
+    3: ["dense_mode1, dense_mode2: Keras 2 removed BatchNormalization modes",
+        "conv2d_cf: TensorFlow 2 on CPU has no channels_first (NCHW) "
+        "convolution or pooling kernels"],
+}
+
+
 def model_specs(release, backend, family):
     """The models this release can build."""
     per_activation = release.startswith("0.2")  # 0.2.0: BN over the full sample
@@ -156,6 +167,9 @@ def model_specs(release, backend, family):
     formats = ["channels_first"]
     if not per_activation:
         formats.append("channels_last")
+    if family == 3:
+        # TensorFlow 2 on CPU has no NCHW convolution or pooling kernels.
+        formats.remove("channels_first")
     for fmt in formats:
         shape = [2, 8, 8] if fmt == "channels_first" else [8, 8, 2]
         specs.append({
@@ -271,9 +285,14 @@ def make_layer(keras, family, release, spec, input_shape=None, name=None):
     raise ValueError("unknown layer type " + t)
 
 
+def models_module(keras):
+    """keras.models of the package in hand (also tf_keras)."""
+    import importlib
+    return importlib.import_module(keras.__name__ + ".models")
+
+
 def build_sequential(keras, family, release, spec):
-    from keras.models import Sequential
-    model = Sequential()
+    model = models_module(keras).Sequential()
     layers = []
     for i, ls in enumerate(spec["layers"]):
         layer = make_layer(keras, family, release, ls,
@@ -286,9 +305,8 @@ def build_sequential(keras, family, release, spec):
 def build_graph0(keras, release, spec):
     """Keras 0.x Graph container: a concatenate node is an identity layer
     whose inputs are merged with merge_mode='concat'."""
-    from keras.models import Graph
     g = spec["graph"]
-    model = Graph()
+    model = models_module(keras).Graph()
     for name, shape in sorted(g["inputs"].items()):
         model.add_input(name=name, input_shape=tuple(shape))
     layers = []
@@ -336,9 +354,9 @@ def build_functional(keras, family, release, spec):
         layers.append(layer)
     outputs = [tensors[o] for o in g["outputs"]]
     if family == 1:
-        model = keras.models.Model(input=inputs[0], output=outputs[0])
+        model = models_module(keras).Model(input=inputs[0], output=outputs[0])
     else:
-        model = keras.models.Model(inputs=inputs[0], outputs=outputs[0])
+        model = models_module(keras).Model(inputs=inputs[0], outputs=outputs[0])
     return model, layers
 
 
@@ -409,7 +427,6 @@ def main():
         import tensorflow as tf
         tf.random.set_seed(args.seed)
         import tf_keras as keras
-        sys.modules["keras"] = keras  # build_* import from keras.models
     else:
         if args.backend == "tensorflow":
             import tensorflow as tf
@@ -452,7 +469,8 @@ def main():
         "train": {"optimizer": "sgd (release default learning rate)",
                   "loss": "mse", "steps": args.steps, "batch_size": BATCH,
                   "x": "standard normal * 3 + 2", "seed": args.seed},
-        "models": []}
+        "models": [],
+        "skipped": SKIPPED.get(family, [])}
 
     rng = np.random.RandomState(args.seed)
     for spec in model_specs(args.release, args.backend, family):
@@ -502,7 +520,14 @@ def main():
 
         files = {}
         path = os.path.join(out_dir, name + ".weights.h5")
-        model.save_weights(path, overwrite=True)
+        if family == 3:
+            # tf-keras writes its new (Keras-3-like) format to names ending in
+            # ".weights.h5"; any other ".h5" name gets the legacy layout.
+            model.save_weights(path[:-len(".weights.h5")] + ".legacy.h5",
+                               overwrite=True)
+            os.rename(path[:-len(".weights.h5")] + ".legacy.h5", path)
+        else:
+            model.save_weights(path, overwrite=True)
         files["weights"] = name + ".weights.h5"
         if hasattr(model, "save"):
             path = os.path.join(out_dir, name + ".model.h5")
