@@ -2,8 +2,9 @@
 
 ``keras-bn inspect FILE`` (or ``python -m keras_bn.cli inspect FILE``) tells
 what a legacy Keras HDF5 weights file holds: its format, the Keras version
-and backend where known, what its BatchNormalization arrays mean, and a
-table of its layers with their arrays' shapes. A file it cannot read gets a
+and backend where known, what its BatchNormalization arrays mean (the
+featurewise and samplewise formulas), the conversion its convolution kernels
+get, and a table of its layers with their arrays' shapes. A file it cannot read gets a
 one-line error (`keras_bn.legacy.LegacyFileError`'s message, never a
 traceback) and exit status 1.
 """
@@ -12,6 +13,7 @@ import argparse
 import sys
 
 from keras_bn import legacy
+from keras_bn.legacy import releases
 
 __all__ = ["main"]
 
@@ -38,6 +40,22 @@ def _inspect(path):
             if form
             else 'not told by the file: load with running_std="std" or "variance"'
         ),
+    ]
+    own = [
+        name
+        for name, (class_name, _) in weights.layer_configs.items()
+        if releases.is_keras_bn_class(class_name)
+    ]
+    if own:
+        lines.append(
+            f"keras_bn layers {own}: standard deviation, (x - mean) / "
+            "(running_std + epsilon), each with its config's epsilon"
+        )
+    generation = releases.family(weights)
+    lines += [
+        f"mode 1 (samplewise): {releases.samplewise_formula(generation)}",
+        "convolution kernels: "
+        + releases.kernel_conversion(generation, weights.backend),
         "",
     ]
     rows = [("layer", "array", "shape", "dtype")]

@@ -320,13 +320,13 @@ EXAMPLES = [
         {"running_std": "variance", "epsilon": 1e-5},
     ),
     Example(
-        "keras1_weights_1.0.8_theano",
+        "keras1_weights_1.0.7_theano",
         lambda p, a: write_keras1(p, _keras1_layers(a, "theano")),
         "keras1",
         None,
         "theano_variance",
-        1e-5,
-        {"keras_version": "1.0.8"},
+        1e-6,
+        {"keras_version": "1.0.7"},
     ),
     Example(
         "keras1_model_1.0.6_theano",

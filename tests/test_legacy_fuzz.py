@@ -31,7 +31,7 @@ from keras_bn.cli import main
 BASES = [
     "keras0_sequential",
     "keras0_graph",
-    "keras1_weights_1.0.8_theano",
+    "keras1_weights_1.0.7_theano",
     "keras1_model_1.2.2",
     "keras2_weights_split",
     "keras2_model",

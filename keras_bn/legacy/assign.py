@@ -77,6 +77,17 @@ def _file_layers(weights, targets):
 # -- loading -------------------------------------------------------------------
 
 
+def _by_name(sources, targets):
+    """The file's layers in the order of the model's, where every model
+    layer's name is one file layer's (a functional model's layer order
+    need not be the file's); else as they are, matched by position."""
+    by_name = {source.name: source for source in sources}
+    names = [target.name for target in targets]
+    if len(by_name) == len(sources) and sorted(by_name) == sorted(names):
+        return [by_name[name] for name in names]
+    return sources
+
+
 def _check_options(path, options):
     def refuse(field, expected, value):
         return LegacyFileError(
@@ -85,14 +96,24 @@ def _check_options(path, options):
 
     if options.running_std not in ("auto", "std", "variance"):
         raise refuse("running_std", '"auto", "std" or "variance"', options.running_std)
-    epsilon = options.epsilon
-    if epsilon is not None and (
-        not isinstance(epsilon, numbers.Real)
-        or isinstance(epsilon, bool)
-        or not math.isfinite(epsilon)
-        or epsilon < 0
-    ):
-        raise refuse("epsilon", "None or a finite number >= 0", epsilon)
+    epsilons = options.epsilon
+    if not isinstance(epsilons, dict):
+        epsilons = {None: epsilons}
+    for name, epsilon in epsilons.items():
+        if (name is not None and not isinstance(name, str)) or (
+            epsilon is not None
+            and (
+                not isinstance(epsilon, numbers.Real)
+                or isinstance(epsilon, bool)
+                or not math.isfinite(epsilon)
+                or epsilon < 0
+            )
+        ):
+            raise refuse(
+                "epsilon",
+                "None, a finite number >= 0, or {layer name: such a number}",
+                options.epsilon,
+            )
     version = options.keras_version
     if version is not None and (
         not isinstance(version, str) or releases.version_tuple(version) is None
@@ -130,7 +151,10 @@ def _plan(weights, model, options):
             f"{[t.name for t in targets]}.",
             path=path,
         )
-    facts = kernels.KernelFacts.of(weights, options.backend, options.dim_ordering)
+    sources = _by_name(sources, targets)
+    facts = kernels.KernelFacts.of(
+        weights, options.backend, options.dim_ordering, options.keras_version
+    )
     bn_options = (options.running_std, options.epsilon, options.keras_version)
     plan, assumed, without_statistics = [], {}, []
     for source, target in zip(sources, targets):
@@ -246,8 +270,10 @@ def load_weights(
             Theano) or ``"variance"`` (1.0.6 with TensorFlow, 1.0.7 on), or
             ``keras_version``.
         epsilon: The source layers' epsilon, for files that do not record it
-            (all but whole-model files); default: the source version's
-            default (1e-6 for every Keras that kept a std).
+            (all but whole-model files): one number for every layer, or
+            ``{file layer name: epsilon}`` (the others get the default);
+            default: the source version's default (1e-6 for every Keras
+            that kept a std), with a warning naming the layers.
         keras_version: The Keras version that wrote the file, for files that
             do not record it (Keras 1.x weights files), e.g. ``"1.0.8"``.
         backend: ``"theano"`` or ``"tensorflow"``, the backend that wrote

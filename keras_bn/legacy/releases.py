@@ -47,7 +47,7 @@ def version_form(version, backend, keras_version, path=None):
     """How a Keras version's BatchNormalization used its fourth array."""
     if version < (1, 0, 6):
         return "std"
-    if version >= (1, 1, 0):
+    if version >= (1, 0, 8):
         return "variance"
     if backend not in ("theano", "tensorflow"):
         raise LegacyFileError(
@@ -59,8 +59,11 @@ def version_form(version, backend, keras_version, path=None):
         )
     if version == (1, 0, 6):
         return "std" if backend == "theano" else "variance"
-    # 1.0.7 and 1.0.8: Theano added epsilon outside the square root.
-    return "theano_variance" if backend == "theano" else "variance"
+    # Only 1.0.7 on Theano added epsilon outside the square root; 1.0.8
+    # passes sqrt(var + epsilon) to Theano's batch_normalization.
+    if version == (1, 0, 7) and backend == "theano":
+        return "theano_variance"
+    return "variance"
 
 
 def source_form(weights, running_std, keras_version):
@@ -207,7 +210,48 @@ def batch_norm_source(weights, name, options):
     if "epsilon" in config and is_batch_norm_class(class_name):
         value = float(_config_number(config, "epsilon", path, name))
         return BatchNormSource(form, value, "config", mode, in_root)
+    if isinstance(epsilon, dict):
+        epsilon = epsilon.get(name)
     if epsilon is not None:
         return BatchNormSource(form, float(epsilon), "argument", mode, in_root)
     origin = None if default is None else "default"
     return BatchNormSource(form, default, origin, mode, in_root)
+
+
+def samplewise_formula(generation):
+    """What a release computed in BatchNormalization mode 1 (samplewise),
+    as text."""
+    if generation == 0:
+        return "(x - mean) / (std + epsilon), std = x.std(axis=-1)"
+    if generation == 1:
+        return (
+            "(x - mean) / (sqrt(var + epsilon) + epsilon), var = x.var(axis=-1) "
+            "(keras_bn: samplewise_epsilon_in_root=True)"
+        )
+    return "none (Keras 2 and later normalize featurewise only)"
+
+
+def kernel_conversion(generation, backend):
+    """The convolution-kernel conversion `keras_bn.legacy.kernels` applies,
+    as text."""
+    if generation in (0, 1):
+        layout = (
+            "transposed from the channels-first layout (dim_ordering 'th': "
+            "filters, channels, rows, cols) where the config or the shapes say "
+            "so, else as stored ('tf')"
+        )
+    else:
+        layout = "in Keras 3's layout as stored"
+    if backend == "theano":
+        return (
+            layout
+            + "; flipped in every spatial axis (Theano computed a true convolution)"
+        )
+    if backend is None:
+        return (
+            layout + "; the backend is not recorded: pass backend= to load convolutions"
+        )
+    return (
+        layout
+        + f"; not reversed ({backend} computed a cross-correlation, as Keras 3 does)"
+    )

@@ -1,0 +1,143 @@
+"""keras_bn.legacy on files written by the real old Keras releases.
+
+``tests/fixtures/real/<release>-<backend>/`` (tests/real_fixtures.py) holds,
+per model, what the release wrote with ``save_weights`` (and ``model.save``
+where it had it) and the release's own predictions on an input batch. Each
+file loads into the Keras 3 twin of the model, with keras_bn's and with the
+stock BatchNormalization, and must predict what the release predicted,
+within 1e-4 of the output's scale (float32). ``keras-bn inspect`` tells each
+file's release, backend and what its BatchNormalization computed.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import real_fixtures as rf
+
+from keras_bn import legacy
+from keras_bn.cli import main
+
+FIXTURES = rf.fixtures()
+
+# What the caller knows and a Keras 1.x weights file does not record: the
+# release, and an epsilon other than the release's default.
+NON_DEFAULT_EPSILON = {"dense_eps": 0.01, "functional": {"b_bn": 0.01}}
+
+CASES = [
+    pytest.param(fixture, kind, target, id=f"{fixture.id}-{kind}-{target}")
+    for fixture in FIXTURES
+    for kind in ("weights", "model")
+    if fixture.has(kind)
+    for target in ("keras_bn", "keras")
+]
+
+
+def load_kwargs(fixture, kind):
+    kwargs = {}
+    if kind == "weights" and fixture.release.startswith("1."):
+        kwargs["keras_version"] = fixture.release
+    if kind == "weights" and fixture.name in NON_DEFAULT_EPSILON:
+        kwargs["epsilon"] = NON_DEFAULT_EPSILON[fixture.name]
+    return kwargs
+
+
+def modes(fixture):
+    return {spec["mode"] for spec in fixture.batch_norm_specs()}
+
+
+def test_there_are_real_fixtures():
+    assert len(FIXTURES) >= 20
+    assert {f.backend for f in FIXTURES} == {"theano", "tensorflow"}
+
+
+@pytest.mark.parametrize("fixture, kind, target", CASES)
+def test_predictions_match_the_release(fixture, kind, target):
+    supported, why = rf.supports(fixture, target)
+    model = rf.build_model(fixture, batch_normalization=target)
+    path = fixture.path(kind)
+    if not supported:
+        if kind == "weights":
+            pytest.skip(f"a weights file does not record the mode: {why}")
+        # A whole-model file records the mode: the loader refuses it.
+        before = [w.copy() for w in model.get_weights()]
+        with pytest.raises(legacy.LegacyFileError, match="mode") as raised:
+            legacy.load_weights(model, path)
+        assert raised.value.field == "mode"
+        for got, want in zip(model.get_weights(), before):
+            np.testing.assert_array_equal(got, want)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        legacy.load_weights(model, path, **load_kwargs(fixture, kind))
+    x, y = rf.load_arrays(fixture)
+    got = np.asarray(model.predict(x, verbose=0, batch_size=len(x)), "float64")
+    scale = float(np.max(np.abs(y)))
+    error = float(np.max(np.abs(got - y)))
+    print(f"\n{fixture.id} {kind} {target}: max error {error:.3g}, scale {scale:.3g}")
+    assert error <= 1e-4 * scale, (error, scale)
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=lambda f: f.id)
+def test_mode1_keras1_sets_samplewise_epsilon_in_root(fixture):
+    if 1 not in modes(fixture) or not fixture.release.startswith("1."):
+        pytest.skip("no Keras 1.x mode-1 layer")
+    model = rf.build_model(fixture, batch_normalization="keras_bn")
+    layers = [
+        layer for layer in rf.weighted_layers(model) if getattr(layer, "mode", 0) == 1
+    ]
+    for layer in layers:
+        layer.samplewise_epsilon_in_root = False
+    with pytest.warns(UserWarning, match="samplewise_epsilon_in_root=True"):
+        legacy.load_weights(
+            model, fixture.path("weights"), **load_kwargs(fixture, "weights")
+        )
+    assert layers and all(layer.samplewise_epsilon_in_root for layer in layers)
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=lambda f: f.id)
+def test_weights_files_warn_of_the_assumed_epsilon(fixture):
+    if fixture.name == "dense_eps" or 2 in modes(fixture):
+        pytest.skip("epsilon passed, or mode 2")
+    model = rf.build_model(fixture, batch_normalization="keras_bn")
+    with pytest.warns(UserWarning, match=r"assumed the release's default.*epsilon="):
+        legacy.load_weights(
+            model, fixture.path("weights"), **load_kwargs(fixture, "weights")
+        )
+
+
+# What each release computed, as docs/legacy.md states it (and the
+# predictions above confirm): the fourth array's form and default epsilon.
+RELEASE_FACTS = {
+    "1.0.6": ("variance", "sqrt(variance + epsilon)", "1e-06"),
+    "1.0.8": ("variance", "sqrt(variance + epsilon)", "1e-05"),
+    "1.2.2": ("variance", "sqrt(variance + epsilon)", "0.001"),
+    "2.2.4": ("variance", "sqrt(variance + epsilon)", "0.001"),
+}
+
+
+@pytest.mark.parametrize(
+    "fixture, kind",
+    [
+        pytest.param(f, k, id=f"{f.id}-{k}")
+        for f in FIXTURES
+        for k in ("weights", "model")
+        if f.has(k)
+    ],
+)
+def test_inspect_tells_the_facts(capsys, fixture, kind):
+    assert main(["inspect", str(fixture.path(kind))]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    lines = {line.split(":")[0]: line for line in out.splitlines() if ":" in line}
+    recorded = kind == "model" or fixture.release.startswith("2.")
+    version = fixture.release if recorded else "not recorded"
+    assert lines["Keras version"].endswith(version)
+    assert lines["backend"].endswith(fixture.backend)
+    if recorded:
+        form, formula, epsilon = RELEASE_FACTS[fixture.release]
+        fourth = lines["BatchNormalization fourth array"]
+        assert form in fourth and formula in fourth and epsilon in fourth
+    if any(spec["type"].startswith("conv") for spec in rf._layer_specs(fixture.entry)):
+        kernels = lines["convolution kernels"]
+        assert ("flipped" in kernels) == (fixture.backend == "theano")
