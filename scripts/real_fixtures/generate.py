@@ -1,5 +1,6 @@
-# ruff: noqa: UP
-# (pyupgrade's rules do not apply: this script must run on Python 2.7 and 3.6.)
+# ruff: noqa: UP010, UP031, UP032, NPY002
+# (Python 2.7 and 3.6 run this script: no f-strings, __future__ imports kept,
+# NumPy 1.16's legacy RNG.)
 """Write legacy-loader fixtures with a real old Keras release.
 
 Runs inside the old release's interpreter (Python 2.7 or 3.6, see README.md),
@@ -120,6 +121,45 @@ def flatten():
     return {"type": "flatten", "data_format": None}
 
 
+def release_semantics(release, backend, keras):
+    """What the release's own code computes (read from its source; see
+    README.md for the file:function of each), recorded in manifest.json and
+    checked against the release's predictions by verify.py."""
+    family = family_of(release)
+    v = tuple(int(p) for p in release.replace("tf-keras-", "").split(".")[:3])
+    # A layer made with no arguments holds the defaults (Keras 2 wraps
+    # __init__ in a decorator, hiding them from inspect).
+    default_layer = layers_module(keras, family).BatchNormalization()
+    defaults = {"epsilon": float(default_layer.epsilon),
+                "momentum": float(default_layer.momentum)}
+    if family >= 2:
+        fourth, denominator = "variance", "sqrt(variance + epsilon)"
+    elif v < (1, 0, 6) or (v == (1, 0, 6) and backend == "theano"):
+        fourth, denominator = "std", "std + epsilon"
+    elif v == (1, 0, 7) and backend == "theano":
+        fourth, denominator = "variance", "sqrt(variance) + epsilon"
+    else:
+        fourth, denominator = "variance", "sqrt(variance + epsilon)"
+    if family == 0:
+        sample_std = "sqrt(var)"
+    elif family == 1:
+        sample_std = "sqrt(var + epsilon)"
+    else:
+        sample_std = None
+    return {
+        "fourth_array": fourth,
+        "mode0_inference": "gamma * (x - running_mean) / d + beta",
+        "mode0_denominator_d": denominator,
+        "mode1_inference": (None if sample_std is None else
+                            "gamma * (x - m) / (s + epsilon) + beta, m and "
+                            "var over each sample's last axis"),
+        "mode1_sample_std_s": sample_std,
+        "default_epsilon": defaults.get("epsilon"),
+        "default_momentum": defaults.get("momentum"),
+        "conv_kernels_flipped": backend == "theano",
+    }
+
+
 # Models a release family does not write, and why.
 SKIPPED = {
     0: ["dense_mode2: Keras 0.x has no mode 2",
@@ -153,8 +193,11 @@ def model_specs(release, backend, family):
     if family <= 1:
         specs.append({
             "name": "dense_mode1", "kind": "sequential", "input_shape": [6],
-            "description": "Dense -> BN (mode 1, samplewise) -> tanh -> Dense",
-            "layers": [dense(8), bn(mode=1, axis=axis(-1)), act("tanh"),
+            "description": "Dense -> BN (mode 1, samplewise, epsilon=0.1: "
+                           "large enough to tell where it enters) -> tanh "
+                           "-> Dense",
+            "layers": [dense(8), bn(mode=1, epsilon=0.1, axis=axis(-1)),
+                       act("tanh"),
                        dense(N_OUT)]})
     if family == 1:
         specs.append({
@@ -212,12 +255,26 @@ def model_specs(release, backend, family):
 # ---------------------------------------------------------------------------
 # Building the specs with the old release's API.
 
+def layers_module(keras, family):
+    """keras.layers; Keras 0.x does not import its layer modules itself."""
+    import importlib
+    if family != 0:
+        return keras.layers
+    ns = argparse.Namespace()
+    for sub in ("core", "normalization", "convolutional"):
+        mod = importlib.import_module(keras.__name__ + ".layers." + sub)
+        for k, v in vars(mod).items():
+            if not k.startswith("_"):
+                setattr(ns, k, v)
+    return ns
+
+
 def th_ordering(fmt):
     return "th" if fmt == "channels_first" else "tf"
 
 
 def make_layer(keras, family, release, spec, input_shape=None, name=None):
-    L = keras.layers
+    L = layers_module(keras, family)
     kw = {}
     if input_shape is not None:
         kw["input_shape"] = tuple(input_shape)
@@ -313,7 +370,7 @@ def build_graph0(keras, release, spec):
     for node in g["nodes"]:
         ls = node["layer"]
         if ls["type"] == "concatenate":
-            layer = keras.layers.core.Activation("linear")
+            layer = layers_module(keras, 0).Activation("linear")
             model.add_node(layer, name=node["name"], inputs=node["inputs"],
                            merge_mode="concat", concat_axis=ls["axis"])
         else:
@@ -432,12 +489,14 @@ def main():
             import tensorflow as tf
             if hasattr(tf, "set_random_seed"):
                 tf.set_random_seed(args.seed)
-            if not hasattr(tf.python, "control_flow_ops"):
+            tf_python = getattr(tf, "python", None)
+            if tf_python is not None and not hasattr(tf_python,
+                                                     "control_flow_ops"):
                 # Keras 1.0.6 calls tf.python.control_flow_ops.cond, which
                 # TensorFlow 0.12 (the oldest on PyPI) moved to
                 # tf.python.ops.control_flow_ops: the usual 2016 shim.
                 from tensorflow.python.ops import control_flow_ops
-                tf.python.control_flow_ops = control_flow_ops
+                tf_python.control_flow_ops = control_flow_ops
         import keras
     out_dir = os.path.abspath(args.out)
     if not os.path.isdir(out_dir):
@@ -470,7 +529,8 @@ def main():
                   "loss": "mse", "steps": args.steps, "batch_size": BATCH,
                   "x": "standard normal * 3 + 2", "seed": args.seed},
         "models": [],
-        "skipped": SKIPPED.get(family, [])}
+        "skipped": SKIPPED.get(family, []),
+        "batch_norm": release_semantics(args.release, args.backend, keras)}
 
     rng = np.random.RandomState(args.seed)
     for spec in model_specs(args.release, args.backend, family):
@@ -494,6 +554,9 @@ def main():
             if ls["type"] == "batch_norm":
                 ls["epsilon"] = float(layer.epsilon)
                 ls["momentum"] = float(layer.momentum)
+                if ls["mode"] == 1:
+                    ls["samplewise_std"] = (
+                        "sqrt(var)" if family == 0 else "sqrt(var + epsilon)")
             if ls["type"] == "flatten" and hasattr(layer, "data_format"):
                 ls["data_format"] = layer.data_format
         if spec["kind"] == "graph":

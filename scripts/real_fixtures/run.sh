@@ -24,5 +24,6 @@ esac
 name=keras-$release-$backend
 [[ $release == tf-keras-* ]] && name=$release-$backend
 mkdir -p "$OLDKERAS/cache"
+rm -rf "${out_root:?}/$name"
 PYTHONPATH=$pp "$py" "$here/generate.py" --release "$release" --backend "$backend" \
   --out "$out_root/$name" --theano-compiledir "$OLDKERAS/cache/$cache"

@@ -23,26 +23,15 @@ import h5py
 import numpy as np
 
 
-def bn_semantics(release: str, backend: str) -> dict:
-    """What README.md's table says: the fourth array's meaning, the mode-0
-    denominator, and each sample's std in mode 1."""
-    v = tuple(int(p) for p in release.replace("tf-keras-", "").split(".")[:3])
-    if release.startswith("tf-keras") or v >= (2,):
-        return {"fourth": "variance", "denominator": "sqrt(v + e)", "mode1": None}
-    if v < (1, 0, 0):
-        return {"fourth": "std", "denominator": "s + e", "mode1": "sqrt(var)"}
-    mode1 = "sqrt(var + e)"
-    if v <= (1, 0, 5) or (v == (1, 0, 6) and backend == "theano"):
-        return {"fourth": "std", "denominator": "s + e", "mode1": mode1}
-    if v == (1, 0, 7) and backend == "theano":
-        return {"fourth": "variance", "denominator": "sqrt(v) + e", "mode1": mode1}
-    return {"fourth": "variance", "denominator": "sqrt(v + e)", "mode1": mode1}
-
-
-def flips_kernels(backend: str) -> bool:
-    """Theano's conv2d is a true convolution (filter_flip=True, the default
-    every release used); TensorFlow's is a cross-correlation."""
-    return backend == "theano"
+def bn_semantics(manifest: dict) -> dict:
+    """The release's claims, as generate.py recorded them in manifest.json
+    (the same as README.md's table)."""
+    bn = manifest["batch_norm"]
+    return {
+        "denominator": bn["mode0_denominator_d"],
+        "mode1": bn["mode1_sample_std_s"],
+        "flip": bn["conv_kernels_flipped"],
+    }
 
 
 def read_arrays(path: Path, entry: dict) -> list[list[np.ndarray]]:
@@ -50,7 +39,9 @@ def read_arrays(path: Path, entry: dict) -> list[list[np.ndarray]]:
     out = []
     with h5py.File(path, "r") as f:
         for g in groups:
-            out.append([np.asarray(f[g["group"]][n], "float64") for n, _ in g["weights"]])
+            out.append(
+                [np.asarray(f[g["group"]][n], "float64") for n, _ in g["weights"]]
+            )
     if entry["kind"] != "graph":
         return out
     flat = out[0]
@@ -131,19 +122,22 @@ def batch_norm(x, arrays, spec, sem):
     if spec["mode"] == 1:
         m = x.mean(axis=-1, keepdims=True)
         var = x.var(axis=-1, keepdims=True)
-        std = np.sqrt(var + e) if sem["mode1"] == "sqrt(var + e)" else np.sqrt(var)
+        std = (
+            np.sqrt(var + e) if sem["mode1"] == "sqrt(var + epsilon)" else np.sqrt(var)
+        )
         return gamma * (x - m) / (std + e) + beta
     if spec["mode"] == 2:
         axes = tuple(a for a in range(x.ndim) if a != spec["axis"] % x.ndim)
+        # The batch's own statistics, through the same backend function.
         mean = x.mean(axis=axes)
         fourth = x.var(axis=axes)
-        d = np.sqrt(fourth + e)
-    else:
-        d = {
-            "s + e": lambda: fourth + e,
-            "sqrt(v + e)": lambda: np.sqrt(fourth + e),
-            "sqrt(v) + e": lambda: np.sqrt(fourth) + e,
-        }[sem["denominator"]]()
+        if sem["denominator"] == "std + epsilon":
+            fourth = np.sqrt(fourth + e)
+    d = {
+        "std + epsilon": lambda: fourth + e,
+        "sqrt(variance + epsilon)": lambda: np.sqrt(fourth + e),
+        "sqrt(variance) + epsilon": lambda: np.sqrt(fourth) + e,
+    }[sem["denominator"]]()
     shape = [1] * x.ndim
     if spec["axis"] is None:
         shape = [1, *gamma.shape]
@@ -165,8 +159,11 @@ def apply(spec, x, arrays, sem, flip):
     if t == "conv2d":
         return ACT[spec["activation"]](
             conv2d(x, arrays[0], flip, spec["data_format"])
-            + arrays[1].reshape((1, -1, 1, 1) if spec["data_format"] == "channels_first"
-                                else (1, 1, 1, -1))
+            + arrays[1].reshape(
+                (1, -1, 1, 1)
+                if spec["data_format"] == "channels_first"
+                else (1, 1, 1, -1)
+            )
         )
     if t == "conv1d":
         return ACT[spec["activation"]](conv1d(x, arrays[0], flip) + arrays[1])
@@ -201,13 +198,27 @@ def predict(entry, arrays, sem, flip, x):
     return tensors[entry["graph"]["outputs"][0]]
 
 
+def _bn_specs(entry):
+    if "layers" in entry:
+        return [s for s in entry["layers"] if s["type"] == "batch_norm"]
+    return [
+        n["layer"]
+        for n in entry["graph"]["nodes"]
+        if n["layer"]["type"] == "batch_norm"
+    ]
+
+
 def main(root: Path) -> int:
     bad = 0
     for manifest_path in sorted(root.glob("*/manifest.json")):
         d = manifest_path.parent
         manifest = json.loads(manifest_path.read_text())
-        sem = bn_semantics(manifest["release"], manifest["backend"])
-        flip = flips_kernels(manifest["backend"])
+        if "batch_norm" not in manifest:
+            print(f"?   {d.name}: written by an older generate.py, rerun it")
+            bad += 1
+            continue
+        sem = bn_semantics(manifest)
+        flip = sem["flip"]
         for entry in manifest["models"]:
             arrays = read_arrays(d / entry["files"]["weights"], entry)
             with np.load(d / entry["files"]["npz"]) as data:
@@ -222,6 +233,25 @@ def main(root: Path) -> int:
             note = ""
             if any(s in entry["name"] for s in ("conv",)):
                 note = f"  (other kernel flip: {err_other:.1e})"
+            # Every formula that would fit as well: the check must single
+            # out the stated one (models with epsilon=0.01 tell them apart).
+            fits = []
+            for denominator in (
+                "std + epsilon",
+                "sqrt(variance + epsilon)",
+                "sqrt(variance) + epsilon",
+            ):
+                for mode1 in ("sqrt(var)", "sqrt(var + epsilon)"):
+                    alt = dict(sem, denominator=denominator, mode1=mode1)
+                    got = predict(entry, arrays, alt, flip, x)
+                    e = float(np.max(np.abs(got - y)) / (1 + np.max(np.abs(y))))
+                    if e < 1e-4:
+                        fits.append((denominator, mode1))
+            has = {s["mode"] for s in _bn_specs(entry)}
+            fit0 = sorted({f[0] for f in fits}) if has & {0, 2} else []
+            fit1 = sorted({f[1] for f in fits}) if 1 in has else []
+            note += "  d fits: " + " | ".join(fit0) if fit0 else ""
+            note += "  mode-1 s fits: " + " | ".join(fit1) if fit1 else ""
             print(f"{'ok ' if ok else 'BAD'} {d.name}/{entry['name']}: {err:.1e}{note}")
     return bad
 
