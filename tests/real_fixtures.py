@@ -232,19 +232,57 @@ def _layer(spec: dict, batch_normalization: str, name: str | None = None):
     raise ValueError(f"unknown layer type {t!r}")
 
 
-def build_model(fixture: Fixture, batch_normalization: str = "keras_bn"):
+def _channels_first_layers(spec: dict, batch_normalization: str) -> list:
+    """A channels-first conv2d or max_pool2d as channels-last between two
+    transposes: the same function and the same weights (Keras 3 stores
+    Conv2D kernels as (rows, cols, in, out) whatever the data_format)."""
+    spec = dict(spec, data_format="channels_last")
+    return [
+        keras.layers.Permute((2, 3, 1)),
+        _layer(spec, batch_normalization),
+        keras.layers.Permute((3, 1, 2)),
+    ]
+
+
+def build_model(
+    fixture: Fixture,
+    batch_normalization: str = "keras_bn",
+    channels_first: str = "auto",
+):
     """The Keras 3 equivalent of the fixture's model, built, with fresh
     weights. ``batch_normalization``: "keras_bn" (keras_bn.BatchNormalization
     with the old mode, epsilon, momentum and axis) or "keras"
     (keras.layers.BatchNormalization with the old axis, epsilon and
     momentum). Mode-2 models build (as mode 0, for shape checks) but do not
-    compute what the old ones did: see :func:`supports`."""
+    compute what the old ones did: see :func:`supports`.
+
+    ``channels_first``: "native" builds channels-first Conv2D and
+    MaxPooling2D layers with ``data_format="channels_first"`` (JAX and
+    PyTorch run them on CPU; TensorFlow's CPU kernels do not exist);
+    "transpose" builds each as the channels-last layer between two
+    ``Permute`` layers (no weights; everything else, BatchNormalization
+    included, stays channels-first); "auto" (default) is "transpose" on the
+    TensorFlow backend and "native" elsewhere."""
     if batch_normalization not in ("keras_bn", "keras"):
         raise ValueError(f"batch_normalization: {batch_normalization!r}")
+    if channels_first == "auto":
+        transpose = keras.backend.backend() == "tensorflow"
+    elif channels_first in ("native", "transpose"):
+        transpose = channels_first == "transpose"
+    else:
+        raise ValueError(f"channels_first: {channels_first!r}")
     entry = fixture.entry
     if "layers" in entry:
         layers = [keras.Input(tuple(entry["input_shape"]))]
-        layers += [_layer(s, batch_normalization) for s in entry["layers"]]
+        for spec in entry["layers"]:
+            if (
+                transpose
+                and spec["type"] in ("conv2d", "max_pool2d")
+                and spec["data_format"] == "channels_first"
+            ):
+                layers += _channels_first_layers(spec, batch_normalization)
+            else:
+                layers.append(_layer(spec, batch_normalization))
         return keras.Sequential(layers, name=entry["name"])
     graph = entry["graph"]
     tensors = {}
