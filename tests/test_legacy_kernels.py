@@ -1,0 +1,136 @@
+"""keras_bn.legacy: convolution kernels in layouts and orientations that the
+real-release fixtures do not cover (Convolution3D, Keras 0.x files, shapes
+that fit both layouts), against a NumPy statement of the old layers: a true
+convolution on Theano, a cross-correlation on TensorFlow."""
+
+import itertools
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+from legacy_fixtures import keras1_layer, write_keras0_sequential, write_keras1
+
+from keras_bn import legacy
+
+
+def correlate(x, kernel):
+    """Valid cross-correlation, channels last: ``x`` (batch, *spatial,
+    channels), ``kernel`` (*window, channels, filters)."""
+    window = kernel.shape[:-2]
+    out_shape = tuple(n - k + 1 for n, k in zip(x.shape[1:-1], window))
+    y = np.zeros((x.shape[0], *out_shape, kernel.shape[-1]))
+    for position in itertools.product(*(range(n) for n in out_shape)):
+        patch = x[(slice(None), *(slice(p, p + k) for p, k in zip(position, window)))]
+        y[(slice(None), *position)] = np.tensordot(
+            patch,
+            kernel,
+            axes=(list(range(1, patch.ndim)), list(range(kernel.ndim - 1))),
+        )
+    return y
+
+
+def old_output(x, th_kernel, bias, backend):
+    """The old layer: its kernel stored ``(filters, channels, *window)``;
+    Theano convolves (flips the window), TensorFlow correlates."""
+    spatial = th_kernel.ndim - 2
+    kernel = np.transpose(th_kernel, (*range(2, 2 + spatial), 1, 0))
+    if backend == "theano":
+        kernel = np.flip(kernel, axis=tuple(range(spatial)))
+    return correlate(x, kernel) + bias
+
+
+@pytest.mark.parametrize("backend", ["theano", "tensorflow"])
+@pytest.mark.parametrize("rank", [2, 3])
+def test_keras1_channels_first_kernels(tmp_path, rng, backend, rank):
+    window, channels, filters = (3, 2, 2)[:rank], 2, 3
+    th_kernel = rng.normal(size=(filters, channels, *window))
+    bias = rng.normal(size=filters)
+    path = tmp_path / "conv.h5"
+    write_keras1(
+        path, [keras1_layer("conv_1", {"W": th_kernel, "b": bias}, backend=backend)]
+    )
+    conv = keras.layers.Conv2D if rank == 2 else keras.layers.Conv3D
+    spatial = (5, 4, 3)[:rank]
+    model = keras.Sequential(
+        [keras.Input((*spatial, channels)), conv(filters, window, name="conv")]
+    )
+    legacy.load_weights(model, path)
+    x = rng.normal(size=(2, *spatial, channels))
+    np.testing.assert_allclose(
+        to_numpy(model(x.astype("float32"))),
+        old_output(x, th_kernel, bias, backend),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+
+
+@pytest.mark.parametrize("backend", ["theano", "tensorflow"])
+def test_keras0_convolution1d_needs_the_backend(tmp_path, rng, backend):
+    """Keras 0.x stored (filters, input_dim, length, 1) and records no
+    backend."""
+    th_kernel = rng.normal(size=(4, 3, 2, 1))
+    bias = rng.normal(size=4)
+    path = tmp_path / "conv1d.h5"
+    write_keras0_sequential(path, [[th_kernel, bias]])
+    model = keras.Sequential([keras.Input((6, 3)), keras.layers.Conv1D(4, 2)])
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(legacy.LegacyFileError, match="backend='theano'") as raised:
+        legacy.load_weights(model, path)
+    assert raised.value.field == "backend" and raised.value.layer == "layer_0"
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+    legacy.load_weights(model, path, backend=backend)
+    x = rng.normal(size=(2, 6, 3))
+    np.testing.assert_allclose(
+        to_numpy(model(x.astype("float32"))),
+        old_output(x, th_kernel[..., 0], bias, backend),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+
+
+def test_a_shape_that_fits_both_layouts_needs_dim_ordering(tmp_path, rng):
+    kernel = rng.normal(size=(3, 3, 3, 3))
+    path = tmp_path / "square.h5"
+    write_keras1(path, [keras1_layer("c", {"W": kernel, "b": np.zeros(3)})])
+    model = keras.Sequential([keras.Input((5, 5, 3)), keras.layers.Conv2D(3, 3)])
+    with pytest.raises(legacy.LegacyFileError, match="dim_ordering='th'") as raised:
+        legacy.load_weights(model, path)
+    assert raised.value.field == "dim_ordering"
+    for ordering in ("th", "tf"):
+        legacy.load_weights(model, path, dim_ordering=ordering)
+        stored = model.layers[0].get_weights()[0]
+        as_tf = np.transpose(kernel, (2, 3, 1, 0)) if ordering == "th" else kernel
+        np.testing.assert_allclose(stored, np.flip(as_tf, (0, 1)), rtol=1e-6)
+
+
+def test_the_config_tells_the_dim_ordering(tmp_path, rng):
+    """A whole-model file's config settles a shape that fits both."""
+    kernel = rng.normal(size=(3, 3, 3, 3))
+    path = tmp_path / "square.h5"
+    config = {
+        "class_name": "Sequential",
+        "config": [
+            {
+                "class_name": "Convolution2D",
+                "config": {"name": "c", "dim_ordering": "tf"},
+            }
+        ],
+    }
+    layers = [keras1_layer("c", {"W": kernel, "b": np.zeros(3)}, backend="tensorflow")]
+    write_keras1(path, layers, keras_version="1.2.2", model_config=config)
+    model = keras.Sequential([keras.Input((5, 5, 3)), keras.layers.Conv2D(3, 3)])
+    legacy.load_weights(model, path)
+    np.testing.assert_allclose(model.layers[0].get_weights()[0], kernel, rtol=1e-6)
+
+
+def test_a_backend_that_contradicts_the_file_is_refused(tmp_path, rng):
+    path = tmp_path / "w.h5"
+    write_keras1(path, [keras1_layer("d", {"W": rng.normal(size=(2, 2))})])
+    with h5py.File(path, "r") as f:
+        assert "backend" not in f.attrs  # told by the names: Theano
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, use_bias=False)])
+    with pytest.raises(legacy.LegacyFileError, match="backend"):
+        legacy.load_weights(model, path, backend="tensorflow")
