@@ -554,3 +554,40 @@ def test_epsilon_beyond_float32_is_exact_in_float64(rng):
         np.testing.assert_allclose(
             layer.get_weights()[3], seed_running_update(weights[3], std[0], 0.9)
         )
+
+
+# -- accuracy on a large batch far from 0 ------------------------------------------
+
+
+@pytest.mark.parametrize("first_sample", ["typical", "outlier"])
+@pytest.mark.parametrize("mode", [0, 1])
+def test_statistics_of_a_large_batch_with_a_large_mean(rng, mode, first_sample):
+    """2^20 float32 rows, one feature of mean 1000 and std 1: float32 sums
+    taken one row after another lose the spread to the mean's rounding."""
+    rows = 2**20
+    x = rng.normal(0.0, 1.0, size=(rows, 4))
+    x[:, 1] = rng.normal(1000.0, 1.0, size=rows)
+    x[:, 2] = rng.normal(-3.0, 0.01, size=rows)
+    if first_sample == "outlier":
+        x[0] += 50 * np.array([1.0, 1.0, 0.01, 1.0])
+    x = x.astype("float32")
+    exact = x.astype("float64")
+    epsilon = 1e-6
+    mean, std = seed_batch_statistics(exact, epsilon)
+    spread = exact.std(axis=0)
+
+    layer = BatchNormalization((4,), epsilon, mode, momentum=0.0)
+    y = to_numpy(layer(x, training=True))
+    running_mean, running_std = layer.get_weights()[2:]
+    # Momentum 0: the running estimates are the batch statistics.
+    np.testing.assert_array_less(np.abs(running_mean - mean[0]), 1e-3 * spread)
+    np.testing.assert_array_less(np.abs(running_std - std[0]), 1e-3 * spread)
+    if mode == 0:
+        # The statistics it normalizes with: the output of unit gamma and
+        # zero beta is (x - mean) / (std + epsilon), in units of the std.
+        np.testing.assert_allclose(
+            y,
+            seed_featurewise(exact, 1.0, 0.0, mean, std, epsilon),
+            rtol=2e-4,
+            atol=2e-3,
+        )
