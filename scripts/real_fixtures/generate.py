@@ -512,6 +512,9 @@ def main():
     if args.backend == "theano":
         import theano
         versions["theano"] = theano.__version__
+        versions["theano_flags"] = ",".join(
+            f for f in os.environ["THEANO_FLAGS"].split(",")
+            if not f.startswith("base_compiledir="))
     else:
         import tensorflow as tf
         versions["tensorflow"] = tf.__version__
