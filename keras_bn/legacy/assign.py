@@ -173,7 +173,7 @@ def _plan(weights, model, options):
         if not layers.is_batch_norm(target):
             plan.append(layers.plain_step(path, source, target, facts))
             continue
-        bn = releases.batch_norm_source(weights, source.name, bn_options)
+        bn = releases.batch_norm_source(weights, source.name, bn_options, target.name)
         step = layers.batch_norm_step(path, source, target, bn)
         if len(step.arrays) != len(target.weights):
             raise LegacyFileError(
@@ -271,7 +271,8 @@ def load_weights(
             ``keras_version``.
         epsilon: The source layers' epsilon, for files that do not record it
             (all but whole-model files): one number for every layer, or
-            ``{file layer name: epsilon}`` (the others get the default);
+            ``{layer name: epsilon}``, the file's or the model's name (the
+            others get the default);
             default: the source version's default (1e-6 for every Keras
             that kept a std), with a warning naming the layers.
         keras_version: The Keras version that wrote the file, for files that

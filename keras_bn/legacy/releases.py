@@ -179,12 +179,14 @@ def _config_mode(config, path, layer):
     return int(mode)
 
 
-def batch_norm_source(weights, name, options):
+def batch_norm_source(weights, name, options, target_name=None):
     """The `BatchNormSource` of the file's layer ``name``.
 
     Args:
         weights: The `LegacyWeights`.
         name: The layer's name in the file.
+        target_name: The model's layer it goes into (a per-layer
+            ``epsilon`` may name either).
         options: ``(running_std, epsilon, keras_version)`` as the caller of
             `keras_bn.legacy.load_weights` gave them.
     """
@@ -211,7 +213,7 @@ def batch_norm_source(weights, name, options):
         value = float(_config_number(config, "epsilon", path, name))
         return BatchNormSource(form, value, "config", mode, in_root)
     if isinstance(epsilon, dict):
-        epsilon = epsilon.get(name)
+        epsilon = epsilon.get(name, epsilon.get(target_name))
     if epsilon is not None:
         return BatchNormSource(form, float(epsilon), "argument", mode, in_root)
     origin = None if default is None else "default"
