@@ -125,7 +125,9 @@ def test_weights_files_warn_of_the_assumed_epsilon(fixture):
 # predictions above confirm): the fourth array's form and default epsilon.
 RELEASE_FACTS = {
     "1.0.6": ("variance", "sqrt(variance + epsilon)", "1e-06"),
+    "1.0.7": ("variance", "sqrt(variance + epsilon)", "1e-06"),  # TensorFlow
     "1.0.8": ("variance", "sqrt(variance + epsilon)", "1e-05"),
+    "1.1.2": ("variance", "sqrt(variance + epsilon)", "1e-05"),
     "1.2.2": ("variance", "sqrt(variance + epsilon)", "0.001"),
     "2.0.8": ("variance", "sqrt(variance + epsilon)", "0.001"),
     "2.2.4": ("variance", "sqrt(variance + epsilon)", "0.001"),
