@@ -36,6 +36,7 @@ N_TRAIN = 64
 BATCH = 16
 N_TEST = 8
 N_OUT = 3
+WORKAROUNDS = []  # what this run had to patch, recorded in the manifest
 
 
 def parse_args():
@@ -480,6 +481,7 @@ def main():
     np.random.seed(args.seed)
     if args.backend == "theano" and family >= 1:
         import theano.ifelse  # noqa: F401  (Keras 1.2.2/2.0.8 on Theano 1.0.5)
+        WORKAROUNDS.append("import theano.ifelse before keras")
     if family == 3:
         import tensorflow as tf
         tf.random.set_seed(args.seed)
@@ -497,7 +499,28 @@ def main():
                 # tf.python.ops.control_flow_ops: the usual 2016 shim.
                 from tensorflow.python.ops import control_flow_ops
                 tf_python.control_flow_ops = control_flow_ops
+                WORKAROUNDS.append(
+                    "tf.python.control_flow_ops = "
+                    "tensorflow.python.ops.control_flow_ops (Keras 1.0.x on "
+                    "TensorFlow 0.12)")
         import keras
+        if args.backend == "tensorflow" and args.release in ("1.0.7", "1.0.8"):
+            # Keras 1.0.7/1.0.8 call assign_moving_average, which from
+            # TensorFlow 0.11 creates zero-debiasing variables these Keras
+            # releases never initialize ("uninitialized value
+            # .../local_step"); TensorFlow 0.10 (not on PyPI) had no
+            # debiasing, which zero_debias=False restores.
+            import functools
+
+            from tensorflow.python.training import moving_averages
+            tfb = sys.modules["keras.backend.tensorflow_backend"]
+            tfb.moving_averages = argparse.Namespace(
+                assign_moving_average=functools.partial(
+                    moving_averages.assign_moving_average,
+                    zero_debias=False))
+            WORKAROUNDS.append(
+                "assign_moving_average(..., zero_debias=False), as in "
+                "TensorFlow 0.10 (Keras 1.0.7/1.0.8 on TensorFlow 0.12)")
     out_dir = os.path.abspath(args.out)
     if not os.path.isdir(out_dir):
         os.makedirs(out_dir)
@@ -533,7 +556,8 @@ def main():
                   "x": "standard normal * 3 + 2", "seed": args.seed},
         "models": [],
         "skipped": SKIPPED.get(family, []),
-        "batch_norm": release_semantics(args.release, args.backend, keras)}
+        "batch_norm": release_semantics(args.release, args.backend, keras),
+        "workarounds": WORKAROUNDS}
 
     rng = np.random.RandomState(args.seed)
     for spec in model_specs(args.release, args.backend, family):
@@ -592,6 +616,10 @@ def main():
             model.save_weights(path[:-len(".weights.h5")] + ".legacy.h5",
                                overwrite=True)
             os.rename(path[:-len(".weights.h5")] + ".legacy.h5", path)
+            if "save_weights" not in " ".join(WORKAROUNDS):
+                WORKAROUNDS.append(
+                    "save_weights to <model>.legacy.h5 (the legacy HDF5 "
+                    "layout), renamed <model>.weights.h5")
         else:
             model.save_weights(path, overwrite=True)
         files["weights"] = name + ".weights.h5"

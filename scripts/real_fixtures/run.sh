@@ -14,7 +14,8 @@ OLDKERAS=${OLDKERAS:-/work/oldkeras}
 K=$OLDKERAS/k/$release
 case "$release-$backend" in
   0.*-theano)          py=$OLDKERAS/py36/bin/python; pp=$K:$OLDKERAS/th082; cache=theano-0.8.2 ;;
-  1.0.6-tensorflow)    py=$OLDKERAS/py27/bin/python; pp=$K; cache=none ;;
+  1.0.*-tensorflow|1.1.*-tensorflow)  # TensorFlow 0.12.1 (tf.pack), Python 2.7
+                       py=$OLDKERAS/py27/bin/python; pp=$K; cache=none ;;
   1.*-theano|2.*-theano) py=$OLDKERAS/py36/bin/python; pp=$K; cache=theano-1.0.5 ;;
   1.*-tensorflow)      py=$OLDKERAS/py36tf101/bin/python; pp=$K; cache=none ;;
   2.*-tensorflow)      py=$OLDKERAS/py36tf114/bin/python; pp=$K; cache=none ;;
