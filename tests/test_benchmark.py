@@ -1,0 +1,55 @@
+"""Smoke tests of the benchmark scripts: ``--quick`` runs on the current
+backend, exits 0 and reports what it should. Nothing here looks at a time."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKEND = keras.backend.backend()
+
+
+def run_quick(script, json_path, *extra):
+    """Runs ``scripts/<script> --quick`` on this backend; returns stdout."""
+    env = {**os.environ, "KERAS_BACKEND": BACKEND}
+    completed = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", script), "--quick"]
+        + ["--json", str(json_path), *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    output = completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert completed.returncode == 0, output
+    return completed.stdout
+
+
+def test_layer_benchmark_quick(tmp_path):
+    path = tmp_path / "layer.json"
+    out = run_quick("benchmark.py", path)
+    assert "Median time per call, ms:" in out
+    assert "| shape | task | keras_bn | keras |" in out
+    assert "| shape | task | reference | ratio | ratio of minima |" in out
+    assert "fold_batchnorm, small CNN" in out
+
+    report = json.loads(path.read_text())
+    assert report["machine"]["backend"] == BACKEND
+    assert report["repeats"] == 2
+    assert [r["shape"] for r in report["results"]] == [[32, 16], [4, 4, 4, 8]]
+    for result in report["results"]:
+        for key in ("inference_ms", "train_ms"):
+            assert {"keras_bn", "keras", "one-pass"} <= set(result[key])
+        references = {(r["task"], r["reference"]) for r in result["ratios"]}
+        assert {("train", "keras"), ("inference", "one-pass")} <= references
+    assert report["folding"]["batch_normalizations"] == 4
+    assert report["folding"]["max_abs_difference"] < 1e-4
+    if BACKEND == "torch":
+        assert "| shape | task | identity layer | x*gamma layer | keras_bn |" in out
+        assert {"identity layer", "x*gamma layer", "torch"} <= set(
+            report["results"][0]["train_ms"]
+        )
