@@ -53,3 +53,22 @@ def test_layer_benchmark_quick(tmp_path):
         assert {"identity layer", "x*gamma layer", "torch"} <= set(
             report["results"][0]["train_ms"]
         )
+
+
+def test_network_benchmark_quick(tmp_path):
+    path = tmp_path / "networks.json"
+    out = run_quick("benchmark_networks.py", path)
+    assert "| network | input | BNs folded | train keras | train keras_bn |" in out
+    assert "predict unfolded / folded (>= 1.2)" in out
+
+    report = json.loads(path.read_text())
+    assert report["machine"]["backend"] == BACKEND
+    assert [r["network"] for r in report["results"]] == ["convnet"]
+    for result in report["results"]:
+        assert set(result["train_ms"]) == {"keras", "keras_bn"}
+        assert set(result["predict_ms"]) == {"keras", "keras_bn", "keras_bn folded"}
+        # Converted and folded models predict what the stock model does.
+        for value in result["max_abs_difference"].values():
+            assert value < 1e-4
+    convnet = report["results"][0]
+    assert convnet["folded"] == convnet["batch_normalizations"] == 6

@@ -179,3 +179,99 @@ def _folding_sentence(fold):
 def write_json(report, path):
     with open(path, "w") as out:
         json.dump(report, out, indent=2)
+
+
+# -- scripts/benchmark_networks.py -------------------------------------------
+
+
+def networks_markdown(results, train_target, fold_target):
+    lines = [
+        machine_line(results["machine"], "float32, channels-last"),
+        "",
+        "Median time per call, ms (train: `train_on_batch`; predict: "
+        "`predict_on_batch`), and the peak memory of a forward and backward "
+        "pass, MiB:",
+        "",
+    ]
+    rows = []
+    for r in results["results"]:
+        peaks = r["train_peak_bytes"]
+        rows.append(
+            [
+                r["network"],
+                format_shape(r["input"]),
+                f"{r['folded']} of {r['batch_normalizations']}",
+            ]
+            + [f"{r['train_ms'][n]:.1f}" for n in ("keras", "keras_bn")]
+            + [
+                f"{r['predict_ms'][n]:.1f}"
+                for n in ("keras", "keras_bn", "keras_bn folded")
+            ]
+            + [_mib(peaks.get(n)) for n in ("keras", "keras_bn")]
+        )
+    lines += table(
+        [
+            "network",
+            "input",
+            "BNs folded",
+            "train keras",
+            "train keras_bn",
+            "predict keras",
+            "predict keras_bn",
+            "predict folded",
+            "peak keras",
+            "peak keras_bn",
+        ],
+        rows,
+        numeric_from=3,
+    )
+    lines += [
+        "",
+        "Targets (median of the within-round ratios; ratio of the "
+        "fastest rounds in brackets):",
+        "",
+    ]
+    rows = []
+    for r in results["results"]:
+        train = next(row for row in r["ratios"] if row["task"] == "train")
+        predict = next(row for row in r["ratios"] if row["task"] == "predict")
+        peaks = r["train_peak_bytes"]
+        memory_met = None
+        if None not in (peaks.get("keras"), peaks.get("keras_bn")):
+            memory_met = peaks["keras_bn"] <= peaks["keras"]
+        rows.append(
+            [
+                r["network"],
+                f"{train['ratio']:.2f} ({train['ratio_of_minima']:.2f}) "
+                + MET[train["met"]],
+                _memory_cell(peaks, memory_met),
+                f"{r['fold_speedup']:.2f} ({r['fold_speedup_of_minima']:.2f}) "
+                + (MET[r["fold_met"]] if r["folded"] else "no layer folds"),
+                f"{predict['ratio']:.2f}",
+                f"{r['max_abs_difference']['keras_bn vs keras']:.1e}, "
+                f"{r['max_abs_difference']['folded vs unfolded']:.1e}",
+            ]
+        )
+    lines += table(
+        [
+            "network",
+            f"train keras_bn / keras (<= {train_target:g})",
+            "peak keras_bn / keras (<= 1)",
+            f"predict unfolded / folded (>= {fold_target:g})",
+            "predict keras_bn / keras",
+            "largest difference in predictions: vs stock, folded vs unfolded",
+        ],
+        rows,
+    )
+    return "\n".join(lines)
+
+
+def _mib(value):
+    return "" if value is None else f"{value / 2**20:.1f}"
+
+
+def _memory_cell(peaks, met):
+    if met is None:
+        return "not available"
+    extra = (peaks["keras_bn"] - peaks["keras"]) / 2**20
+    return f"{peaks['keras_bn'] / peaks['keras']:.3f} ({extra:+.1f} MiB) {MET[met]}"
