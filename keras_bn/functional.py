@@ -2,7 +2,7 @@
 
 Everything that knows the seed's formulas lives here, so that the layer, the
 converters, the legacy loaders and the folding code share one statement of
-them (SEMANTICS.md, "The seed layer, exactly"):
+them (docs/semantics.md, "The seed layer"):
 
 - batch statistics: ``m = mean(x)``, ``std = sqrt(mean((x - m)**2) + epsilon)``
   (epsilon inside the root);
@@ -12,16 +12,20 @@ them (SEMANTICS.md, "The seed layer, exactly"):
   inside the root (Keras 1.x's ``sqrt(var + epsilon)`` as an option);
 - running estimates: ``new = momentum * old + (1 - momentum) * batch``.
 
-The tensor functions use ``keras.ops`` and run on every backend; the
-conversion helpers use plain arithmetic and accept NumPy arrays as well as
-tensors.
+The tensor functions use ``keras.ops`` and run on every backend: each
+formula is stated here once. Where a backend has a faster form of an
+operation (``_multiply_add``, ``_sum``, ``_moments``,
+``_featurewise_backward``, `sum_across_replicas`), it comes from
+``keras_bn._backend``, whose docstring lists what each backend replaces,
+why, and the test that holds the two to the same values. The conversion
+helpers use plain arithmetic and accept NumPy arrays as well as tensors.
 """
-
-import math
 
 import keras
 import numpy as np
 from keras import ops
+
+from keras_bn._backend import replacement
 
 __all__ = [
     "batch_moments",
@@ -31,7 +35,9 @@ __all__ = [
     "normalize_inference",
     "samplewise_inference",
     "samplewise_normalize",
+    "statistics_dtype",
     "std_from_variance",
+    "sum_across_replicas",
     "variance_from_std",
 ]
 
@@ -168,50 +174,30 @@ def samplewise_inference(x, gamma, beta, epsilon, epsilon_in_root=False):
 
 
 def _multiply_add(x, scale, offset):
-    """``x * scale + offset`` in one pass over ``x``.
-
-    Compiled backends fuse the two operations; eager PyTorch would run two
-    kernels with a full-size temporary between them, so it gets its fused
-    ``addcmul``.
-    """
-    if keras.backend.backend() == "torch":
-        import torch
-
-        def tensor(t):
-            return torch.as_tensor(t, dtype=x.dtype, device=x.device)
-
-        return torch.addcmul(tensor(offset), x, tensor(scale))
+    """``x * scale + offset``: compiled backends fuse the two operations
+    (eager PyTorch gets a fused kernel from ``_backend``)."""
+    fast = replacement("multiply_add")
+    if fast is not None:
+        return fast(x, scale, offset)
     return x * scale + offset
 
 
-# Reductions whose kept (trailing) axes hold fewer elements than this are
-# regrouped on TensorFlow; see _sum.
-_WIDE_ROW = 1024
-
-
 def _sum(t, axes):
-    """``ops.sum(t, axes, keepdims=True)``, arranged for the backend's compiler.
-
-    XLA as TensorFlow ships it (2.21) sums away a leading block of axes in
-    scalar loops when the trailing axes it keeps are narrow: the 64 channels
-    of a 64x32x32x64 tensor took ten times as long as a multiply-add over it.
-    Summing groups of rows viewed as one wide row, then the groups, is the
-    same sum and vectorizes. JAX's XLA is fast either way.
-    """
-    ndim = len(t.shape)
-    axes = sorted(a % ndim for a in axes)
-    kept = t.shape[len(axes) :]
-    if keras.backend.backend() == "tensorflow" and axes == list(range(len(axes))):
-        rows = 1
-        for size in t.shape[: len(axes)]:
-            rows = None if rows is None or size is None else rows * size
-        features = math.prod(kept)
-        group = _WIDE_ROW // features
-        if rows is not None and group > 1 and rows % group == 0:
-            wide = ops.reshape(t, (rows // group, group * features))
-            total = ops.sum(ops.reshape(ops.sum(wide, axis=0), (group, features)), 0)
-            return ops.reshape(total, (1,) * len(axes) + tuple(kept))
+    """``ops.sum(t, axes, keepdims=True)`` (regrouped on TensorFlow, whose
+    XLA sums narrow kept axes slowly; see ``_backend``)."""
+    fast = replacement("sum")
+    if fast is not None:
+        return fast(t, axes)
     return ops.sum(t, axis=axes, keepdims=True)
+
+
+def sum_across_replicas(partial_sum):
+    """The sum of a per-replica partial sum over all replicas: under a
+    ``tf.distribute`` strategy an all-reduce (from ``_backend``); elsewhere
+    the sum as it is (on JAX the batch is one global, sharded array, so its
+    sums are global already)."""
+    fast = replacement("sum_across_replicas")
+    return partial_sum if fast is None else fast(partial_sum)
 
 
 def _moments(x, axes):
@@ -221,45 +207,11 @@ def _moments(x, axes):
     # Sums over a count, not ops.mean: Keras' torch mean computes float64
     # inputs in float32.
     count = _reduction_count(x, axes)
+    fast = replacement("moments")
+    if fast is not None:
+        return fast(x, axes, count)
     mean = _sum(x, axes) / count
-    if keras.backend.backend() == "torch" and not _torch_tracks_gradient(x):
-        # Not PyTorch's batch-norm statistics kernel: it sums each feature's
-        # rows one after another in float32, and against a large mean the
-        # rounding of the running sum swamps the spread (2^20 rows of mean
-        # 1000 and std 1: a mean off by 4 std, a std off by 300%).
-        # torch.sum's cascaded sums hold to about 1e-4 of the std there;
-        # squaring the deviations in place saves a full-size temporary.
-        import torch
-
-        deviations = x - mean
-        deviations.square_()
-        return mean, torch.sum(deviations, dim=axes, keepdim=True) / count
     return mean, _sum(ops.square(x - mean), axes) / count
-
-
-def _torch_feature_layout(x, axes):
-    """On PyTorch, ``(rows, features, columns)``: the shape that views ``x``
-    as PyTorch's batch-norm kernels take it (NCL), with the statistics over
-    rows and columns. None on other backends, or when the axes kept (the
-    features) are not one run of adjacent axes."""
-    if keras.backend.backend() != "torch":
-        return None
-    ndim = len(x.shape)
-    axes = {a % ndim for a in axes}
-    features = [a for a in range(ndim) if a not in axes]
-    if not features or features[-1] - features[0] != len(features) - 1:
-        return None
-    return (
-        math.prod(x.shape[: features[0]]),
-        math.prod(x.shape[features[0] : features[-1] + 1]),
-        math.prod(x.shape[features[-1] + 1 :]),
-    )
-
-
-def _torch_tracks_gradient(x):
-    import torch
-
-    return torch.is_grad_enabled() and x.requires_grad
 
 
 def _sum_to_shape(t, shape):
@@ -306,7 +258,7 @@ def featurewise_train(x, gamma, beta, axes, epsilon):
     # The closed-form backward accounts for the statistics' dependence on x;
     # autodiff must not trace them.
     mean, std = batch_moments(ops.stop_gradient(x), axes, epsilon)
-    layout = _torch_feature_layout(x, axes)
+    fast_backward = replacement("featurewise_backward")
 
     @ops.custom_gradient
     def normalize(x, gamma, beta):
@@ -316,24 +268,11 @@ def featurewise_train(x, gamma, beta, axes, epsilon):
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            if layout is not None:
-                dx, sum_dy_centered, sum_dy = _torch_featurewise_backward(
-                    upstream, x, gamma, mean, std, epsilon, layout
-                )
-            else:
-                count = _reduction_count(x, axes)
-                sum_dy = _sum(upstream, axes)
-                # sum(dy * (x - mean)) from sums over x and dy as they are:
-                # XLA fuses each into one read, where a shared (x - mean)
-                # would be written out in full.
-                sum_dy_centered = _sum(upstream * x, axes) - mean * sum_dy
-                # With s = std + eps, std = sqrt(var + eps), n = count:
-                # dx = gamma / s * (dy - sum_dy / n
-                #                   - (x - mean) * sum_dy_centered / (n * std * s))
-                # = dy * scale + x * slope + (-scale * sum_dy / n - mean * slope).
-                slope = -scale * sum_dy_centered / (count * std * (std + epsilon))
-                shift = scale * sum_dy / count + mean * slope
-                dx = upstream * scale + x * slope - shift
+            inputs = (upstream, x, gamma, mean, std, epsilon, axes)
+            sums = None if fast_backward is None else fast_backward(*inputs)
+            if sums is None:
+                sums = _featurewise_backward(*inputs)
+            dx, sum_dy_centered, sum_dy = sums
             return (
                 dx,
                 _sum_to_shape(sum_dy_centered / (std + epsilon), gamma.shape),
@@ -345,38 +284,30 @@ def featurewise_train(x, gamma, beta, axes, epsilon):
     return normalize(x, gamma, beta), mean, std
 
 
-def _torch_featurewise_backward(upstream, x, gamma, mean, std, epsilon, layout):
-    """The backward pass of featurewise_train in PyTorch's fused batch-norm
-    backward kernel. Returns ``dx``, ``sum(dy * (x - mean))`` and ``sum(dy)``.
+def _featurewise_backward(upstream, x, gamma, mean, std, epsilon, axes):
+    """Mode 0's closed-form gradient: ``dx``, ``sum(dy * (x - mean))`` and
+    ``sum(dy)`` (the last two give ``gamma``'s and ``beta``'s gradients).
 
-    With weight ``w`` and inverse std ``i``, the kernel computes, in two
-    passes over ``dy`` and ``x``,
-    ``dx = w * i * (dy - mean(dy) - (x - m) * i**2 * mean(dy * (x - m)))``,
-    ``dw = i * sum(dy * (x - m))`` and ``db = sum(dy)``. The seed's gradient
-    is this with ``i**2 = 1 / (std * (std + eps))`` and
-    ``w * i = gamma / (std + eps)``, that is ``i = 1 / sqrt(std * (std + eps))``
-    and ``w = gamma * sqrt(std / (std + eps))``.
+    With ``d = std + eps``, ``std = sqrt(var + eps)`` and ``n`` the count::
+
+        dx = gamma / d * (dy - sum(dy) / n
+                          - (x - mean) * sum(dy * (x - mean)) / (n * std * d))
+           = dy * scale + x * slope - (scale * sum(dy) / n + mean * slope)
+
+    with ``scale = gamma / d``: two sums over ``dy`` and ``x`` and one
+    multiply-add pass, no full-size temporary. Eager PyTorch replaces it
+    with ATen's fused kernel (``_backend``).
     """
-    import torch
-
-    shape = mean.shape
-    # torch functions, not keras.ops: this runs eagerly on every step, and
-    # Keras' dispatch costs more than these per-feature operations.
-    invstd = torch.rsqrt(std * (std + epsilon))
-    weight = torch.broadcast_to(gamma, shape) * torch.sqrt(std / (std + epsilon))
-    dx, dw, db = torch.ops.aten.native_batch_norm_backward(
-        upstream.reshape(layout),
-        x.reshape(layout),
-        weight.reshape(-1),
-        None,
-        None,
-        mean.reshape(-1),
-        invstd.reshape(-1),
-        True,
-        0.0,
-        [True, True, True],
-    )
-    return dx.reshape(x.shape), dw.reshape(shape) / invstd, db.reshape(shape)
+    count = _reduction_count(x, axes)
+    scale = gamma / (std + epsilon)
+    sum_dy = _sum(upstream, axes)
+    # sum(dy * (x - mean)) from sums over x and dy as they are: XLA fuses
+    # each into one read, where a shared (x - mean) would be written out in
+    # full.
+    sum_dy_centered = _sum(upstream * x, axes) - mean * sum_dy
+    slope = -scale * sum_dy_centered / (count * std * (std + epsilon))
+    shift = scale * sum_dy / count + mean * slope
+    return upstream * scale + x * slope - shift, sum_dy_centered, sum_dy
 
 
 def std_from_variance(variance, variance_epsilon, std_epsilon):

@@ -5,7 +5,9 @@ and PyTorch's fused batch-norm kernels on that backend); these tests check
 them against finite differences of tests/reference.py in float64, over shapes
 and feature axes that take each code path: trailing features, features in the
 middle, features that are not adjacent, per-activation statistics, and the
-regrouped sums TensorFlow gets for narrow features.
+regrouped sums TensorFlow gets for narrow features. Each backend
+replacement (keras_bn/_backend) runs beside the generic keras.ops form it
+replaces, on the same inputs, against the same reference.
 """
 
 import keras
@@ -18,7 +20,7 @@ from reference import (
     seed_samplewise,
 )
 
-from keras_bn import functional
+from keras_bn import _backend, functional
 
 EPSILON = 1e-3
 
@@ -290,3 +292,91 @@ def test_batch_moments_keeps_autodiff_on_torch(rng):
         return np.sum(m + s)
 
     np.testing.assert_allclose(x.grad.numpy(), numeric_gradient(loss, x_np), atol=1e-7)
+
+
+# -- backend replacements against the generic forms ------------------------------
+
+
+@pytest.fixture(params=["backend", "generic"])
+def math_path(request, monkeypatch):
+    """Runs a test twice: with the backend's replacements (keras_bn/_backend),
+    and with functional.py's generic keras.ops forms alone."""
+    if request.param == "generic":
+        monkeypatch.setattr(functional, "replacement", lambda operation: None)
+    return request.param
+
+
+def test_replacement_table_names_each_backend_module_function():
+    for operation, backends in _backend.REPLACED.items():
+        for backend in backends:
+            assert backend in ("tensorflow", "torch", "jax")
+            if backend == BACKEND:
+                assert callable(_backend.replacement(operation))
+    if BACKEND == "jax":
+        assert all(_backend.replacement(op) is None for op in _backend.REPLACED)
+
+
+LAYOUTS_FOR_REPLACEMENTS = [
+    ((3, 3, 2, 2), (1,)),  # one run of feature axes: PyTorch's fused kernel
+    ((3, 2, 2, 3), (1, 3)),  # not adjacent: the generic form on every backend
+    ((16, 64), (1,)),  # narrow features: TensorFlow's regrouped sums
+]
+
+
+@pytest.mark.parametrize(
+    "operation", ["multiply_add", "sum", "moments", "featurewise_backward"]
+)
+def test_backend_replacements_match_the_generic_forms(rng, math_path, operation):
+    """Every operation of keras_bn/_backend's table, once through the running
+    backend's replacement and once through the generic form (math_path),
+    against NumPy on the same inputs, in float64."""
+    with dtype_scope("float64"):
+        if operation == "multiply_add":
+            x = rng.normal(size=(5, 3, 4))
+            scale, offset = rng.normal(size=(1, 3, 1)), rng.normal(size=(1, 3, 1))
+            got = functional._multiply_add(
+                keras.ops.convert_to_tensor(x), scale, offset
+            )
+            np.testing.assert_allclose(to_numpy(got), x * scale + offset, rtol=1e-12)
+        elif operation == "sum":
+            # 1024 rows of 16 features: regrouped on TensorFlow.
+            t = rng.normal(size=(64, 4, 4, 16))
+            got = functional._sum(keras.ops.convert_to_tensor(t), (0, 1, 2))
+            np.testing.assert_allclose(
+                to_numpy(got), t.sum(axis=(0, 1, 2), keepdims=True), rtol=1e-12
+            )
+        elif operation == "moments":
+            # A large mean against a small spread: two passes keep the std.
+            x = rng.normal(1000.0, 1.0, size=(512, 2, 3))
+            mean, std = functional.batch_moments(
+                keras.ops.convert_to_tensor(x),
+                (0, 1),
+                keras.ops.convert_to_tensor(EPSILON, "float64"),
+            )
+            want_mean, want_std = seed_batch_statistics(x, EPSILON, (0, 1))
+            np.testing.assert_allclose(to_numpy(mean), want_mean, rtol=1e-12)
+            np.testing.assert_allclose(to_numpy(std), want_std, rtol=1e-9)
+    if operation == "featurewise_backward":
+        for shape, feature_axes in LAYOUTS_FOR_REPLACEMENTS:
+            x, gamma, beta, upstream = random_inputs(
+                rng, shape, parameter_shape(shape, feature_axes)
+            )
+            axes = reduction_axes(shape, feature_axes)
+            assert_gradients_match(*featurewise_pair(axes), x, gamma, beta, upstream)
+
+
+def test_inference_context_replacement(rng):
+    """PyTorch's replacement keeps no autograd graph (the generic form is no
+    context at all), and changes no value."""
+    context = _backend.replacement("inference_context")
+    if context is None:
+        pytest.skip("no replacement on this backend")
+    x = keras.ops.convert_to_tensor(rng.normal(size=(4, 3)), "float32")
+    with context():
+        y = functional.normalize_inference(x, 2.0, 1.0, 0.5, 1.5, EPSILON)
+    assert not y.requires_grad
+    np.testing.assert_allclose(
+        to_numpy(y),
+        seed_featurewise(to_numpy(x), 2.0, 1.0, 0.5, 1.5, EPSILON),
+        rtol=1e-6,
+    )

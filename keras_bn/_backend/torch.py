@@ -1,0 +1,100 @@
+"""PyTorch replacements for functional.py's generic math (see the table in
+``keras_bn/_backend/__init__.py``).
+
+Eager PyTorch runs each ``keras.ops`` call as its own kernel, behind Keras'
+dispatch; the layer's ``call`` runs every step. These functions call torch
+directly and compute what their generic forms compute.
+"""
+
+import math
+
+import torch
+
+
+def multiply_add(x, scale, offset):
+    """``x * scale + offset`` in one fused kernel, with no full-size
+    temporary between the multiply and the add."""
+
+    def tensor(t):
+        return torch.as_tensor(t, dtype=x.dtype, device=x.device)
+
+    return torch.addcmul(tensor(offset), x, tensor(scale))
+
+
+def moments(x, axes, count):
+    """Mean and population variance over ``axes`` (kept as size-1 dims), in
+    two passes, as functional's generic ``_moments``.
+
+    Not PyTorch's batch-norm statistics kernel: it sums each feature's rows
+    one after another in float32, and against a large mean the rounding of
+    the running sum swamps the spread (2^20 rows of mean 1000 and std 1: a
+    mean off by 4 std, a std off by 300%). torch.sum's cascaded sums hold to
+    about 1e-4 of the std there.
+    """
+    mean = torch.sum(x, dim=axes, keepdim=True) / count
+    deviations = x - mean
+    if torch.is_grad_enabled() and x.requires_grad:
+        # Autograd needs the deviations it saved.
+        squares = deviations.square()
+    else:
+        # Squared in place: one full-size temporary fewer.
+        squares = deviations.square_()
+    return mean, torch.sum(squares, dim=axes, keepdim=True) / count
+
+
+def featurewise_backward(upstream, x, gamma, mean, std, epsilon, axes):
+    """Mode 0's closed-form gradient (functional's generic
+    ``_featurewise_backward``) in PyTorch's fused batch-norm backward
+    kernel. Returns ``dx``, ``sum(dy * (x - mean))`` and ``sum(dy)``, or
+    None where the feature axes are not one run of adjacent axes (the
+    kernel's layout), which leaves the generic form.
+
+    With weight ``w`` and inverse std ``i``, the kernel computes, in two
+    passes over ``dy`` and ``x``,
+    ``dx = w * i * (dy - mean(dy) - (x - m) * i**2 * mean(dy * (x - m)))``,
+    ``dw = i * sum(dy * (x - m))`` and ``db = sum(dy)``. The seed's gradient
+    is this with ``i**2 = 1 / (std * (std + eps))`` and
+    ``w * i = gamma / (std + eps)``, that is ``i = 1 / sqrt(std * (std + eps))``
+    and ``w = gamma * sqrt(std / (std + eps))``.
+    """
+    layout = _feature_layout(x, axes)
+    if layout is None:
+        return None
+    shape = mean.shape
+    invstd = torch.rsqrt(std * (std + epsilon))
+    weight = torch.broadcast_to(gamma, shape) * torch.sqrt(std / (std + epsilon))
+    dx, dw, db = torch.ops.aten.native_batch_norm_backward(
+        upstream.reshape(layout),
+        x.reshape(layout),
+        weight.reshape(-1),
+        None,
+        None,
+        mean.reshape(-1),
+        invstd.reshape(-1),
+        True,
+        0.0,
+        [True, True, True],
+    )
+    return dx.reshape(x.shape), dw.reshape(shape) / invstd, db.reshape(shape)
+
+
+def _feature_layout(x, axes):
+    """``(rows, features, columns)``: the shape that views ``x`` as
+    PyTorch's batch-norm kernels take it (NCL), with the statistics over
+    rows and columns; None when the axes kept (the features) are not one
+    run of adjacent axes."""
+    ndim = len(x.shape)
+    axes = {a % ndim for a in axes}
+    features = [a for a in range(ndim) if a not in axes]
+    if not features or features[-1] - features[0] != len(features) - 1:
+        return None
+    return (
+        math.prod(x.shape[: features[0]]),
+        math.prod(x.shape[features[0] : features[-1] + 1]),
+        math.prod(x.shape[features[-1] + 1 :]),
+    )
+
+
+def inference_context():
+    """No autograd graph for eager forward passes that need no gradient."""
+    return torch.no_grad()
