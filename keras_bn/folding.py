@@ -14,7 +14,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_bn import functional
+from keras_bn import _validation, functional
 from keras_bn.batch_normalization import BatchNormalization
 
 __all__ = ["FoldReport", "fold_batchnorm"]
@@ -75,6 +75,7 @@ def fold_batchnorm(model, *, return_report=False):
         a functional model with the original's inputs and outputs), or
         ``(model, report)`` with ``return_report=True``.
     """
+    return_report = _validation.flag("return_report", return_report)
     sequential = _check_model(model)
     folds, unfolded = {}, {}
     for batch_norm, producer, problem in _batch_norm_links(model, sequential):
@@ -112,13 +113,31 @@ def _check_model(model):
                 "a known input (start it with keras.Input, or call it once)."
             )
         return True
-    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+    if _graph_nodes(model) is None:
         raise TypeError(
             "model: expected a Sequential or functional keras.Model, got "
             f"{type(model).__name__} (subclassed models have no layer graph "
             "to fold)."
         )
     return False
+
+
+def _graph_nodes(model):
+    """The nodes of a functional model's layer graph, or None for anything
+    else (a subclassed model has no graph).
+
+    The one use of Keras internals in keras_bn: Keras 3 has no public graph
+    API, and folding needs to know which layer feeds which. A functional
+    model's nodes are in ``_nodes_by_depth``, which
+    ``keras.models.clone_model`` walks too."""
+    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+        return None
+    return [
+        node
+        for depth in model._nodes_by_depth.values()
+        for node in depth
+        if node.operation is not None
+    ]
 
 
 def _batch_norm_links(model, sequential):
@@ -139,14 +158,7 @@ def _batch_norm_links(model, sequential):
             yield layer, producer, problem
         return
 
-    # Keras 3 has no public graph API; a functional model's nodes are in
-    # _nodes_by_depth (also what keras.models.clone_model walks).
-    nodes = [
-        node
-        for depth in model._nodes_by_depth.values()
-        for node in depth
-        if node.operation is not None
-    ]
+    nodes = _graph_nodes(model)
     producer_nodes = {id(t): node for node in nodes for t in node.outputs}
     consumers = {}
     for node in nodes:
@@ -211,10 +223,7 @@ def _channel_affine(batch_norm, producer):
     output_shape = tuple(producer.output.shape)
     rank = len(output_shape)
     if isinstance(batch_norm, BatchNormalization):
-        axis = batch_norm.axis
-        if axis is None:  # per-activation: every axis but the batch
-            axis = tuple(range(1, rank))
-        feature_axes = sorted(int(a) % rank for a in np.atleast_1d(axis))
+        feature_axes = list(batch_norm.feature_axes(rank))
         mean = _array(batch_norm.running_mean)
         running_std = _array(batch_norm.running_std)
     else:

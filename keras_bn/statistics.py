@@ -9,14 +9,14 @@ layer (``torch.optim.swa_utils.update_bn``); Keras has nothing.
 
 import contextlib
 import math
-import numbers
 import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_bn import functional
+from keras_bn import _validation, functional
+from keras_bn._backend import replacement
 from keras_bn.batch_normalization import BatchNormalization
 
 __all__ = ["recompute_statistics"]
@@ -51,16 +51,6 @@ class _PooledMoments:
 
     def variance(self):
         return self.squares / np.maximum(self.count, 1)
-
-
-def _check_batch_size(batch_size):
-    if (
-        not isinstance(batch_size, numbers.Integral)
-        or isinstance(batch_size, bool)
-        or batch_size < 1
-    ):
-        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}.")
-    return int(batch_size)
 
 
 def _is_arrays(data):
@@ -122,12 +112,20 @@ def _batches(data, batch_size):
 
 
 def _inference_context():
-    """No autograd graph for PyTorch's eager forward passes."""
-    if keras.backend.backend() == "torch":
-        import torch
+    """No autograd graph for the forward passes (PyTorch's, from
+    ``_backend``); nothing to switch off elsewhere."""
+    context = replacement("inference_context")
+    return contextlib.nullcontext() if context is None else context()
 
-        return torch.no_grad()
-    return contextlib.nullcontext()
+
+def _keras_bn_layers(layer):
+    """``layer`` and every keras_bn layer inside it, through ``layers`` of
+    nested models (the public list; a custom non-Model layer has none)."""
+    if isinstance(layer, BatchNormalization):
+        yield layer
+    if isinstance(layer, keras.Model):
+        for inner in layer.layers:
+            yield from _keras_bn_layers(inner)
 
 
 def recompute_statistics(model, data, *, batch_size=32, verbose=1):
@@ -153,7 +151,10 @@ def recompute_statistics(model, data, *, batch_size=32, verbose=1):
     pools the inputs of all its calls. Layers the model never calls keep
     their estimates, with a warning.
 
-    The model runs eagerly (not compiled), in inference mode. Nothing else
+    The inputs come from each layer's `BatchNormalization.record_inputs`;
+    the layers are found through ``model.layers``, recursively into nested
+    models (layers inside a custom, non-Model layer are not reached). The
+    model runs eagerly (not compiled), in inference mode. Nothing else
     in the model changes; if anything fails, every layer gets its old
     estimates back.
 
@@ -167,50 +168,57 @@ def recompute_statistics(model, data, *, batch_size=32, verbose=1):
             depend on it (beyond rounding).
         verbose: 1 for a progress bar, 0 for none.
     """
-    batch_size = _check_batch_size(batch_size)
-    if verbose not in (0, 1):
-        raise ValueError(f"verbose: expected 0 or 1, got {verbose!r}.")
+    batch_size = _validation.integer(
+        "batch_size", batch_size, expected="a positive int", minimum=1
+    )
+    _validation.one_of("verbose", verbose, (0, 1), expected="0 or 1")
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(f"model: expected a Keras model, got {type(model).__name__}.")
-    layers = [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, BatchNormalization)
-    ]
+    # A layer reached twice (shared between nested models) is done once.
+    layers = list(dict.fromkeys(_keras_bn_layers(model)))
     if not layers:
         raise ValueError(
             f"model: '{model.name}' contains no keras_bn.BatchNormalization layer."
         )
     iterate, steps = _batches(data, batch_size)
-
-    called = []
-    current = {"layer": None, "moments": None}
-
-    def intercept(layer, call):
-        def call_and_record(inputs, *args, mask=None, **kwargs):
-            if layer not in called:
-                called.append(layer)
-            if layer is current["layer"]:
-                x = ops.cast(inputs, functional.statistics_dtype(inputs.dtype))
-                kept = layer._broadcastable_mask(mask, x)
-                current["moments"].add(
-                    ops.convert_to_numpy(x),
-                    layer._reduction_axes,
-                    None if kept is None else ops.convert_to_numpy(kept),
-                )
-            return call(inputs, *args, mask=mask, **kwargs)
-
-        return call_and_record
-
     first = next(iter(iterate()), None)
     if first is None:
         raise ValueError("data: expected at least one batch, got none.")
-    for layer in layers:
-        # On the instance, so that only this model's layers are watched.
-        object.__setattr__(layer, "call", intercept(layer, layer.call))
+    called = _pool_layer_by_layer(model, layers, first, iterate, steps, verbose)
+    never_called = [layer.name for layer in layers if layer not in called]
+    if never_called:
+        warnings.warn(
+            f"recompute_statistics: the model never called the keras_bn layers "
+            f"{never_called}; their running estimates are unchanged.",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
+def _pool_layer_by_layer(model, layers, first, iterate, steps, verbose):
+    """Recomputes each of ``layers`` that the model calls, in call order;
+    returns them in that order. Restores every estimate on failure."""
+    called = []
+    current = {"layer": None, "moments": None}
+
+    def recorder(layer):
+        def record(x, mask):
+            if layer not in called:
+                called.append(layer)
+            if layer is current["layer"]:
+                current["moments"].add(
+                    ops.convert_to_numpy(x),
+                    layer.reduction_axes,
+                    None if mask is None else ops.convert_to_numpy(mask),
+                )
+
+        return record
+
     previous = []
-    try:
-        with _inference_context():
+    with contextlib.ExitStack() as recording, _inference_context():
+        for layer in layers:
+            recording.enter_context(layer.record_inputs(recorder(layer)))
+        try:
             # One batch tells the order in which the model calls the layers
             # (and builds them, where the model was not built).
             model(first, training=False)
@@ -234,22 +242,12 @@ def recompute_statistics(model, data, *, batch_size=32, verbose=1):
             if steps is None:
                 # A known target finishes the bar by itself.
                 progress.update(done, finalize=True)
-    except Exception:
-        for layer, mean, std in previous:
-            layer.running_mean.assign(mean)
-            layer.running_std.assign(std)
-        raise
-    finally:
-        for layer in layers:
-            object.__delattr__(layer, "call")
-    never_called = [layer.name for layer in layers if layer not in called]
-    if never_called:
-        warnings.warn(
-            f"recompute_statistics: the model never called the keras_bn layers "
-            f"{never_called}; their running estimates are unchanged.",
-            UserWarning,
-            stacklevel=2,
-        )
+        except Exception:
+            for layer, mean, std in previous:
+                layer.running_mean.assign(mean)
+                layer.running_std.assign(std)
+            raise
+    return called
 
 
 def _assign(layer, moments):

@@ -377,25 +377,30 @@ def test_saved_model_loads_in_fresh_process(rng, tmp_path, fmt):
 # -- bad input ------------------------------------------------------------------
 
 
+# The rule (keras_bn/_validation.py): a value of the wrong type raises
+# TypeError, a value of the right type that the argument does not allow
+# raises ValueError; the message names the argument.
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "kwargs, error, message",
     [
-        (dict(mode=2), "mode"),
-        (dict(mode=True), "mode"),
-        (dict(epsilon=0), "epsilon"),
-        (dict(epsilon=-1e-3), "epsilon"),
-        (dict(epsilon=float("nan")), "epsilon"),
-        (dict(epsilon="small"), "epsilon"),
-        (dict(momentum=1.5), "momentum"),
-        (dict(momentum=-0.1), "momentum"),
-        (dict(input_shape=(0, 3)), "input_shape"),
-        (dict(input_shape=5), "input_shape"),
-        (dict(input_shape=(2.5,)), "input_shape"),
-        (dict(input_shape=()), "input_shape"),
+        (dict(mode=2), ValueError, "mode: expected 0 .* or 1 .*, got 2"),
+        (dict(mode=True), TypeError, "mode: expected .*, got True"),
+        (dict(epsilon=0), ValueError, "epsilon: expected a positive"),
+        (dict(epsilon=-1e-3), ValueError, "epsilon"),
+        (dict(epsilon=float("nan")), ValueError, "epsilon"),
+        (dict(epsilon="small"), TypeError, "epsilon: .*got 'small'"),
+        (dict(momentum=1.5), ValueError, r"momentum: expected a number in \[0, 1\]"),
+        (dict(momentum=-0.1), ValueError, "momentum"),
+        (dict(momentum="high"), TypeError, "momentum"),
+        (dict(input_shape=(0, 3)), ValueError, "input_shape"),
+        (dict(input_shape=5), TypeError, "input_shape"),
+        (dict(input_shape=(2.5,)), TypeError, "input_shape"),
+        (dict(input_shape=()), ValueError, "input_shape"),
+        (dict(synchronized=1), TypeError, "synchronized: expected True or False"),
     ],
 )
-def test_bad_constructor_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_constructor_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
         BatchNormalization(**kwargs)
 
 

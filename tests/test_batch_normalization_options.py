@@ -334,18 +334,20 @@ def test_bad_axis_at_build_leaves_the_layer_unbuilt(rng, kwargs, message):
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "kwargs, error, message",
     [
-        (dict(axis=(1, 1)), "distinct"),
-        (dict(axis="channels"), "axis"),
-        (dict(axis=()), "axis"),
-        (dict(gamma_initializer="no_such_initializer"), "initializer"),
-        (dict(beta_regularizer="no_such_regularizer"), "regularizer"),
-        (dict(virtual_batch_size=0), "virtual_batch_size"),
+        (dict(axis=(1, 1)), ValueError, "axis: expected distinct axes"),
+        (dict(axis="channels"), TypeError, "axis"),
+        (dict(axis=(1, 2.0)), TypeError, "axis"),
+        (dict(axis=()), ValueError, "axis"),
+        (dict(gamma_initializer="no_such_initializer"), ValueError, "initializer"),
+        (dict(beta_regularizer="no_such_regularizer"), ValueError, "regularizer"),
+        (dict(virtual_batch_size=0), ValueError, "virtual_batch_size"),
+        (dict(virtual_batch_size=2.0), TypeError, "virtual_batch_size"),
     ],
 )
-def test_bad_option_values(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_option_values(kwargs, error, message):
+    with pytest.raises(error, match=message):
         BatchNormalization(**kwargs)
 
 

@@ -207,7 +207,9 @@ def test_non_finite_data_restores_every_layer(rng):
     "kwargs, error, match",
     [
         ({"batch_size": 0}, ValueError, "batch_size"),
-        ({"batch_size": 2.5}, ValueError, "batch_size"),
+        ({"batch_size": 2.5}, TypeError, "batch_size"),
+        ({"batch_size": True}, TypeError, "batch_size"),
+        ({"verbose": "yes"}, TypeError, "verbose"),
         ({"verbose": 2}, ValueError, "verbose"),
     ],
 )
