@@ -23,6 +23,7 @@ Usage: python generate.py --release 1.0.8 --backend theano --out DIR
 Keras must be importable (PYTHONPATH); this script sets HOME, keras.json,
 KERAS_BACKEND and THEANO_FLAGS itself before importing it.
 """
+
 from __future__ import absolute_import, division, print_function
 
 import argparse
@@ -41,12 +42,17 @@ WORKAROUNDS = []  # what this run had to patch, recorded in the manifest
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--release", required=True,
-                   help="Keras version, e.g. 1.0.8, or tf-keras-2.21")
+    p.add_argument(
+        "--release", required=True, help="Keras version, e.g. 1.0.8, or tf-keras-2.21"
+    )
     p.add_argument("--backend", required=True, choices=["theano", "tensorflow"])
     p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=60,
-                   help="SGD steps per model (batches of %d)" % BATCH)
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=60,
+        help="SGD steps per model (batches of %d)" % BATCH,
+    )
     p.add_argument("--theano-compiledir", default=None)
     p.add_argument("--seed", type=int, default=1234)
     return p.parse_args()
@@ -69,7 +75,8 @@ def setup_environment(args, family):
         config["image_dim_ordering"] = "th" if args.backend == "theano" else "tf"
     elif family >= 2:
         config["image_data_format"] = (
-            "channels_first" if args.backend == "theano" else "channels_last")
+            "channels_first" if args.backend == "theano" else "channels_last"
+        )
     with open(os.path.join(home, ".keras", "keras.json"), "w") as f:
         json.dump(config, f)
     os.environ["KERAS_BACKEND"] = args.backend
@@ -86,16 +93,21 @@ def setup_environment(args, family):
 # ---------------------------------------------------------------------------
 # Neutral model specifications (also what manifest.json records).
 
+
 def bn(mode=0, epsilon=None, axis=-1, momentum=None):
     # epsilon/momentum None: the release's default (filled in after building
     # from the layer object itself).
-    return {"type": "batch_norm", "mode": mode, "epsilon": epsilon,
-            "axis": axis, "momentum": momentum}
+    return {
+        "type": "batch_norm",
+        "mode": mode,
+        "epsilon": epsilon,
+        "axis": axis,
+        "momentum": momentum,
+    }
 
 
 def dense(units, activation="linear"):
-    return {"type": "dense", "units": units, "activation": activation,
-            "use_bias": True}
+    return {"type": "dense", "units": units, "activation": activation, "use_bias": True}
 
 
 def act(name):
@@ -103,19 +115,36 @@ def act(name):
 
 
 def conv2d(filters, data_format):
-    return {"type": "conv2d", "filters": filters, "kernel_size": [3, 3],
-            "padding": "valid", "strides": [1, 1],
-            "data_format": data_format, "activation": "linear"}
+    return {
+        "type": "conv2d",
+        "filters": filters,
+        "kernel_size": [3, 3],
+        "padding": "valid",
+        "strides": [1, 1],
+        "data_format": data_format,
+        "activation": "linear",
+    }
 
 
 def conv1d(filters):
-    return {"type": "conv1d", "filters": filters, "kernel_size": 3,
-            "padding": "valid", "strides": 1, "activation": "linear"}
+    return {
+        "type": "conv1d",
+        "filters": filters,
+        "kernel_size": 3,
+        "padding": "valid",
+        "strides": 1,
+        "activation": "linear",
+    }
 
 
 def max_pool2d(data_format):
-    return {"type": "max_pool2d", "pool_size": [2, 2], "strides": [2, 2],
-            "padding": "valid", "data_format": data_format}
+    return {
+        "type": "max_pool2d",
+        "pool_size": [2, 2],
+        "strides": [2, 2],
+        "padding": "valid",
+        "data_format": data_format,
+    }
 
 
 def flatten():
@@ -131,8 +160,10 @@ def release_semantics(release, backend, keras):
     # A layer made with no arguments holds the defaults (Keras 2 wraps
     # __init__ in a decorator, hiding them from inspect).
     default_layer = layers_module(keras, family).BatchNormalization()
-    defaults = {"epsilon": float(default_layer.epsilon),
-                "momentum": float(default_layer.momentum)}
+    defaults = {
+        "epsilon": float(default_layer.epsilon),
+        "momentum": float(default_layer.momentum),
+    }
     if family >= 2:
         fourth, denominator = "variance", "sqrt(variance + epsilon)"
     elif v < (1, 0, 6) or (v == (1, 0, 6) and backend == "theano"):
@@ -151,9 +182,12 @@ def release_semantics(release, backend, keras):
         "fourth_array": fourth,
         "mode0_inference": "gamma * (x - running_mean) / d + beta",
         "mode0_denominator_d": denominator,
-        "mode1_inference": (None if sample_std is None else
-                            "gamma * (x - m) / (s + epsilon) + beta, m and "
-                            "var over each sample's last axis"),
+        "mode1_inference": (
+            None
+            if sample_std is None
+            else "gamma * (x - m) / (s + epsilon) + beta, m and "
+            "var over each sample's last axis"
+        ),
         "mode1_sample_std_s": sample_std,
         "default_epsilon": defaults.get("epsilon"),
         "default_momentum": defaults.get("momentum"),
@@ -163,12 +197,16 @@ def release_semantics(release, backend, keras):
 
 # Models a release family does not write, and why.
 SKIPPED = {
-    0: ["dense_mode2: Keras 0.x has no mode 2",
-        "functional: Keras 0.x has the Graph container instead (model 'graph')"],
+    0: [
+        "dense_mode2: Keras 0.x has no mode 2",
+        "functional: Keras 0.x has the Graph container instead (model 'graph')",
+    ],
     2: ["dense_mode1, dense_mode2: Keras 2 removed BatchNormalization modes"],
-    3: ["dense_mode1, dense_mode2: Keras 2 removed BatchNormalization modes",
+    3: [
+        "dense_mode1, dense_mode2: Keras 2 removed BatchNormalization modes",
         "conv2d_cf: TensorFlow 2 on CPU has no channels_first (NCHW) "
-        "convolution or pooling kernels"],
+        "convolution or pooling kernels",
+    ],
 }
 
 
@@ -180,33 +218,65 @@ def model_specs(release, backend, family):
     def axis(a):
         return None if per_activation else a
 
-    specs.append({
-        "name": "dense", "kind": "sequential", "input_shape": [6],
-        "description": "Dense -> BN (mode 0, default epsilon) -> relu -> "
-                       "Dense -> BN (mode 0, default epsilon)",
-        "layers": [dense(8), bn(axis=axis(-1)), act("relu"), dense(N_OUT),
-                   bn(axis=axis(-1))]})
-    specs.append({
-        "name": "dense_eps", "kind": "sequential", "input_shape": [6],
-        "description": "as dense, both BN with epsilon=0.01",
-        "layers": [dense(8), bn(epsilon=0.01, axis=axis(-1)), act("relu"),
-                   dense(N_OUT), bn(epsilon=0.01, axis=axis(-1))]})
+    specs.append(
+        {
+            "name": "dense",
+            "kind": "sequential",
+            "input_shape": [6],
+            "description": "Dense -> BN (mode 0, default epsilon) -> relu -> "
+            "Dense -> BN (mode 0, default epsilon)",
+            "layers": [
+                dense(8),
+                bn(axis=axis(-1)),
+                act("relu"),
+                dense(N_OUT),
+                bn(axis=axis(-1)),
+            ],
+        }
+    )
+    specs.append(
+        {
+            "name": "dense_eps",
+            "kind": "sequential",
+            "input_shape": [6],
+            "description": "as dense, both BN with epsilon=0.01",
+            "layers": [
+                dense(8),
+                bn(epsilon=0.01, axis=axis(-1)),
+                act("relu"),
+                dense(N_OUT),
+                bn(epsilon=0.01, axis=axis(-1)),
+            ],
+        }
+    )
     if family <= 1:
-        specs.append({
-            "name": "dense_mode1", "kind": "sequential", "input_shape": [6],
-            "description": "Dense -> BN (mode 1, samplewise, epsilon=0.1: "
-                           "large enough to tell where it enters) -> tanh "
-                           "-> Dense",
-            "layers": [dense(8), bn(mode=1, epsilon=0.1, axis=axis(-1)),
-                       act("tanh"),
-                       dense(N_OUT)]})
+        specs.append(
+            {
+                "name": "dense_mode1",
+                "kind": "sequential",
+                "input_shape": [6],
+                "description": "Dense -> BN (mode 1, samplewise, epsilon=0.1: "
+                "large enough to tell where it enters) -> tanh "
+                "-> Dense",
+                "layers": [
+                    dense(8),
+                    bn(mode=1, epsilon=0.1, axis=axis(-1)),
+                    act("tanh"),
+                    dense(N_OUT),
+                ],
+            }
+        )
     if family == 1:
-        specs.append({
-            "name": "dense_mode2", "kind": "sequential", "input_shape": [6],
-            "description": "Dense -> BN (mode 2: batch statistics also at "
-                           "test time) -> relu -> Dense",
-            "layers": [dense(8), bn(mode=2, axis=-1), act("relu"),
-                       dense(N_OUT)]})
+        specs.append(
+            {
+                "name": "dense_mode2",
+                "kind": "sequential",
+                "input_shape": [6],
+                "description": "Dense -> BN (mode 2: batch statistics also at "
+                "test time) -> relu -> Dense",
+                "layers": [dense(8), bn(mode=2, axis=-1), act("relu"), dense(N_OUT)],
+            }
+        )
     # Convolutions. 0.2.0 knows channels-first only (Theano).
     formats = ["channels_first"]
     if not per_activation:
@@ -216,49 +286,79 @@ def model_specs(release, backend, family):
         formats.remove("channels_first")
     for fmt in formats:
         shape = [2, 8, 8] if fmt == "channels_first" else [8, 8, 2]
-        specs.append({
-            "name": "conv2d_" + ("cf" if fmt == "channels_first" else "cl"),
-            "kind": "sequential", "input_shape": shape,
-            "description": "Conv2D(4, 3x3) -> BN over the channels -> relu "
-                           "-> MaxPool 2x2 -> Flatten -> Dense (%s)" % fmt,
-            "layers": [conv2d(4, fmt),
-                       bn(axis=axis(1 if fmt == "channels_first" else -1)),
-                       act("relu"), max_pool2d(fmt), flatten(),
-                       dense(N_OUT)]})
-    specs.append({
-        "name": "conv1d", "kind": "sequential", "input_shape": [10, 3],
-        "description": "Conv1D(4, 3) -> BN over the channels -> relu -> "
-                       "Flatten -> Dense",
-        "layers": [conv1d(4), bn(axis=axis(-1)), act("relu"), flatten(),
-                   dense(N_OUT)]})
-    specs.append({
-        "name": "graph" if family == 0 else "functional",
-        "kind": "graph" if family == 0 else "functional",
-        "description": "two branches from one input, each Dense -> BN, "
-                       "concatenated, then Dense",
-        "graph": {
-            "inputs": {"x": [6]},
-            "nodes": [
-                {"name": "a", "layer": dense(5), "inputs": ["x"]},
-                {"name": "a_bn", "layer": bn(axis=axis(-1)), "inputs": ["a"]},
-                {"name": "a_act", "layer": act("relu"), "inputs": ["a_bn"]},
-                {"name": "b", "layer": dense(4), "inputs": ["x"]},
-                {"name": "b_bn", "layer": bn(epsilon=0.01, axis=axis(-1)),
-                 "inputs": ["b"]},
-                {"name": "cat", "layer": {"type": "concatenate", "axis": -1},
-                 "inputs": ["a_act", "b_bn"]},
-                {"name": "out", "layer": dense(N_OUT), "inputs": ["cat"]},
+        specs.append(
+            {
+                "name": "conv2d_" + ("cf" if fmt == "channels_first" else "cl"),
+                "kind": "sequential",
+                "input_shape": shape,
+                "description": "Conv2D(4, 3x3) -> BN over the channels -> relu "
+                "-> MaxPool 2x2 -> Flatten -> Dense (%s)" % fmt,
+                "layers": [
+                    conv2d(4, fmt),
+                    bn(axis=axis(1 if fmt == "channels_first" else -1)),
+                    act("relu"),
+                    max_pool2d(fmt),
+                    flatten(),
+                    dense(N_OUT),
+                ],
+            }
+        )
+    specs.append(
+        {
+            "name": "conv1d",
+            "kind": "sequential",
+            "input_shape": [10, 3],
+            "description": "Conv1D(4, 3) -> BN over the channels -> relu -> "
+            "Flatten -> Dense",
+            "layers": [
+                conv1d(4),
+                bn(axis=axis(-1)),
+                act("relu"),
+                flatten(),
+                dense(N_OUT),
             ],
-            "outputs": ["out"]}})
+        }
+    )
+    specs.append(
+        {
+            "name": "graph" if family == 0 else "functional",
+            "kind": "graph" if family == 0 else "functional",
+            "description": "two branches from one input, each Dense -> BN, "
+            "concatenated, then Dense",
+            "graph": {
+                "inputs": {"x": [6]},
+                "nodes": [
+                    {"name": "a", "layer": dense(5), "inputs": ["x"]},
+                    {"name": "a_bn", "layer": bn(axis=axis(-1)), "inputs": ["a"]},
+                    {"name": "a_act", "layer": act("relu"), "inputs": ["a_bn"]},
+                    {"name": "b", "layer": dense(4), "inputs": ["x"]},
+                    {
+                        "name": "b_bn",
+                        "layer": bn(epsilon=0.01, axis=axis(-1)),
+                        "inputs": ["b"],
+                    },
+                    {
+                        "name": "cat",
+                        "layer": {"type": "concatenate", "axis": -1},
+                        "inputs": ["a_act", "b_bn"],
+                    },
+                    {"name": "out", "layer": dense(N_OUT), "inputs": ["cat"]},
+                ],
+                "outputs": ["out"],
+            },
+        }
+    )
     return specs
 
 
 # ---------------------------------------------------------------------------
 # Building the specs with the old release's API.
 
+
 def layers_module(keras, family):
     """keras.layers; Keras 0.x does not import its layer modules itself."""
     import importlib
+
     if family != 0:
         return keras.layers
     ns = argparse.Namespace()
@@ -284,8 +384,12 @@ def make_layer(keras, family, release, spec, input_shape=None, name=None):
     t = spec["type"]
     if t == "dense":
         if family >= 2:
-            return L.Dense(spec["units"], activation=spec["activation"],
-                           use_bias=spec["use_bias"], **kw)
+            return L.Dense(
+                spec["units"],
+                activation=spec["activation"],
+                use_bias=spec["use_bias"],
+                **kw,
+            )
         return L.Dense(spec["units"], activation=spec["activation"], **kw)
     if t == "activation":
         return L.Activation(spec["activation"], **kw)
@@ -304,48 +408,76 @@ def make_layer(keras, family, release, spec, input_shape=None, name=None):
     if t == "conv2d":
         k = spec["kernel_size"]
         if family >= 2:
-            return L.Conv2D(spec["filters"], tuple(k), strides=tuple(spec["strides"]),
-                            padding=spec["padding"],
-                            data_format=spec["data_format"],
-                            activation=spec["activation"], **kw)
+            return L.Conv2D(
+                spec["filters"],
+                tuple(k),
+                strides=tuple(spec["strides"]),
+                padding=spec["padding"],
+                data_format=spec["data_format"],
+                activation=spec["activation"],
+                **kw,
+            )
         if release.startswith("0.2"):
             assert spec["data_format"] == "channels_first"
         else:
             kw["dim_ordering"] = th_ordering(spec["data_format"])
-        return L.Convolution2D(spec["filters"], k[0], k[1],
-                               border_mode=spec["padding"],
-                               subsample=tuple(spec["strides"]),
-                               activation=spec["activation"], **kw)
+        return L.Convolution2D(
+            spec["filters"],
+            k[0],
+            k[1],
+            border_mode=spec["padding"],
+            subsample=tuple(spec["strides"]),
+            activation=spec["activation"],
+            **kw,
+        )
     if t == "conv1d":
         if family >= 2:
-            return L.Conv1D(spec["filters"], spec["kernel_size"],
-                            strides=spec["strides"], padding=spec["padding"],
-                            activation=spec["activation"], **kw)
-        return L.Convolution1D(spec["filters"], spec["kernel_size"],
-                               border_mode=spec["padding"],
-                               subsample_length=spec["strides"],
-                               activation=spec["activation"], **kw)
+            return L.Conv1D(
+                spec["filters"],
+                spec["kernel_size"],
+                strides=spec["strides"],
+                padding=spec["padding"],
+                activation=spec["activation"],
+                **kw,
+            )
+        return L.Convolution1D(
+            spec["filters"],
+            spec["kernel_size"],
+            border_mode=spec["padding"],
+            subsample_length=spec["strides"],
+            activation=spec["activation"],
+            **kw,
+        )
     if t == "max_pool2d":
         if family >= 2:
-            return L.MaxPooling2D(tuple(spec["pool_size"]),
-                                  strides=tuple(spec["strides"]),
-                                  padding=spec["padding"],
-                                  data_format=spec["data_format"], **kw)
+            return L.MaxPooling2D(
+                tuple(spec["pool_size"]),
+                strides=tuple(spec["strides"]),
+                padding=spec["padding"],
+                data_format=spec["data_format"],
+                **kw,
+            )
         if release.startswith("0.2"):
-            return L.MaxPooling2D(pool_size=tuple(spec["pool_size"]),
-                                  stride=tuple(spec["strides"]),
-                                  ignore_border=True, **kw)
-        return L.MaxPooling2D(pool_size=tuple(spec["pool_size"]),
-                              strides=tuple(spec["strides"]),
-                              border_mode=spec["padding"],
-                              dim_ordering=th_ordering(spec["data_format"]),
-                              **kw)
+            return L.MaxPooling2D(
+                pool_size=tuple(spec["pool_size"]),
+                stride=tuple(spec["strides"]),
+                ignore_border=True,
+                **kw,
+            )
+        return L.MaxPooling2D(
+            pool_size=tuple(spec["pool_size"]),
+            strides=tuple(spec["strides"]),
+            border_mode=spec["padding"],
+            dim_ordering=th_ordering(spec["data_format"]),
+            **kw,
+        )
     raise ValueError("unknown layer type " + t)
 
 
 def models_module(keras):
     """keras.models of the package in hand (also tf_keras)."""
     import importlib
+
     return importlib.import_module(keras.__name__ + ".models")
 
 
@@ -353,8 +485,13 @@ def build_sequential(keras, family, release, spec):
     model = models_module(keras).Sequential()
     layers = []
     for i, ls in enumerate(spec["layers"]):
-        layer = make_layer(keras, family, release, ls,
-                           input_shape=spec["input_shape"] if i == 0 else None)
+        layer = make_layer(
+            keras,
+            family,
+            release,
+            ls,
+            input_shape=spec["input_shape"] if i == 0 else None,
+        )
         model.add(layer)
         layers.append(layer)
     return model, layers
@@ -372,8 +509,13 @@ def build_graph0(keras, release, spec):
         ls = node["layer"]
         if ls["type"] == "concatenate":
             layer = layers_module(keras, 0).Activation("linear")
-            model.add_node(layer, name=node["name"], inputs=node["inputs"],
-                           merge_mode="concat", concat_axis=ls["axis"])
+            model.add_node(
+                layer,
+                name=node["name"],
+                inputs=node["inputs"],
+                merge_mode="concat",
+                concat_axis=ls["axis"],
+            )
         else:
             layer = make_layer(keras, 0, release, ls)
             model.add_node(layer, name=node["name"], input=node["inputs"][0])
@@ -398,12 +540,13 @@ def build_functional(keras, family, release, spec):
         if ls["type"] == "concatenate":
             if family == 1:
                 from keras.layers import merge
+
                 layer = None
-                out = merge(ins, mode="concat", concat_axis=ls["axis"],
-                            name=node["name"])
+                out = merge(
+                    ins, mode="concat", concat_axis=ls["axis"], name=node["name"]
+                )
             else:
-                layer = keras.layers.Concatenate(axis=ls["axis"],
-                                                 name=node["name"])
+                layer = keras.layers.Concatenate(axis=ls["axis"], name=node["name"])
                 out = layer(ins)
         else:
             layer = make_layer(keras, family, release, ls, name=node["name"])
@@ -420,9 +563,11 @@ def build_functional(keras, family, release, spec):
 
 # ---------------------------------------------------------------------------
 
+
 def to_native(obj):
     """JSON-able: numpy scalars and bytes to Python values."""
     import numpy as np
+
     if isinstance(obj, dict):
         return dict((str(k), to_native(v)) for k, v in obj.items())
     if isinstance(obj, (list, tuple)):
@@ -440,6 +585,7 @@ def describe_weights_file(path):
     """What a weights file holds, in order: [{"group", "weights": [[name,
     shape]]}] plus the root attributes."""
     import h5py
+
     out = {"attrs": {}, "groups": []}
     with h5py.File(path, "r") as f:
         for k, v in f.attrs.items():
@@ -451,25 +597,35 @@ def describe_weights_file(path):
             for k in range(int(f.attrs["nb_layers"])):
                 g = f["layer_%d" % k]
                 n = int(g.attrs["nb_params"])
-                out["groups"].append({
-                    "group": "layer_%d" % k,
-                    "weights": [["param_%d" % i, list(g["param_%d" % i].shape)]
-                                for i in range(n)]})
+                out["groups"].append(
+                    {
+                        "group": "layer_%d" % k,
+                        "weights": [
+                            ["param_%d" % i, list(g["param_%d" % i].shape)]
+                            for i in range(n)
+                        ],
+                    }
+                )
         elif "graph" in f:  # 0.x Graph
             g = f["graph"]
             n = int(g.attrs["nb_params"])
-            out["groups"].append({
-                "group": "graph",
-                "weights": [["param_%d" % i, list(g["param_%d" % i].shape)]
-                            for i in range(n)]})
+            out["groups"].append(
+                {
+                    "group": "graph",
+                    "weights": [
+                        ["param_%d" % i, list(g["param_%d" % i].shape)]
+                        for i in range(n)
+                    ],
+                }
+            )
         else:
             for name in f.attrs["layer_names"]:
                 name = to_native(name)
                 g = f[name]
                 wn = [to_native(w) for w in g.attrs["weight_names"]]
-                out["groups"].append({
-                    "group": name,
-                    "weights": [[w, list(g[w].shape)] for w in wn]})
+                out["groups"].append(
+                    {"group": name, "weights": [[w, list(g[w].shape)] for w in wn]}
+                )
     return out
 
 
@@ -478,32 +634,38 @@ def main():
     family = family_of(args.release)
     home = setup_environment(args, family)
     import numpy as np
+
     np.random.seed(args.seed)
     if args.backend == "theano" and family >= 1:
         import theano.ifelse  # noqa: F401  (Keras 1.2.2/2.0.8 on Theano 1.0.5)
+
         WORKAROUNDS.append("import theano.ifelse before keras")
     if family == 3:
         import tensorflow as tf
+
         tf.random.set_seed(args.seed)
         import tf_keras as keras
     else:
         if args.backend == "tensorflow":
             import tensorflow as tf
+
             if hasattr(tf, "set_random_seed"):
                 tf.set_random_seed(args.seed)
             tf_python = getattr(tf, "python", None)
-            if tf_python is not None and not hasattr(tf_python,
-                                                     "control_flow_ops"):
+            if tf_python is not None and not hasattr(tf_python, "control_flow_ops"):
                 # Keras 1.0.6 calls tf.python.control_flow_ops.cond, which
                 # TensorFlow 0.12 (the oldest on PyPI) moved to
                 # tf.python.ops.control_flow_ops: the usual 2016 shim.
                 from tensorflow.python.ops import control_flow_ops
+
                 tf_python.control_flow_ops = control_flow_ops
                 WORKAROUNDS.append(
                     "tf.python.control_flow_ops = "
                     "tensorflow.python.ops.control_flow_ops (Keras 1.0.x on "
-                    "TensorFlow 0.12)")
+                    "TensorFlow 0.12)"
+                )
         import keras
+
         if args.backend == "tensorflow" and args.release in ("1.0.7", "1.0.8"):
             # Keras 1.0.7/1.0.8 call assign_moving_average, which from
             # TensorFlow 0.11 creates zero-debiasing variables these Keras
@@ -513,33 +675,40 @@ def main():
             import functools
 
             from tensorflow.python.training import moving_averages
+
             tfb = sys.modules["keras.backend.tensorflow_backend"]
             tfb.moving_averages = argparse.Namespace(
                 assign_moving_average=functools.partial(
-                    moving_averages.assign_moving_average,
-                    zero_debias=False))
+                    moving_averages.assign_moving_average, zero_debias=False
+                )
+            )
             WORKAROUNDS.append(
                 "assign_moving_average(..., zero_debias=False), as in "
-                "TensorFlow 0.10 (Keras 1.0.7/1.0.8 on TensorFlow 0.12)")
+                "TensorFlow 0.10 (Keras 1.0.7/1.0.8 on TensorFlow 0.12)"
+            )
     out_dir = os.path.abspath(args.out)
     if not os.path.isdir(out_dir):
         os.makedirs(out_dir)
 
-    versions = {"python": "%d.%d.%d" % sys.version_info[:3],
-                "numpy": np.__version__}
+    versions = {"python": "%d.%d.%d" % sys.version_info[:3], "numpy": np.__version__}
     try:
         import h5py
+
         versions["h5py"] = h5py.__version__
     except ImportError:
         pass
     if args.backend == "theano":
         import theano
+
         versions["theano"] = theano.__version__
         versions["theano_flags"] = ",".join(
-            f for f in os.environ["THEANO_FLAGS"].split(",")
-            if not f.startswith("base_compiledir="))
+            f
+            for f in os.environ["THEANO_FLAGS"].split(",")
+            if not f.startswith("base_compiledir=")
+        )
     else:
         import tensorflow as tf
+
         versions["tensorflow"] = tf.__version__
     kv = getattr(keras, "__version__", None)
     if kv is not None and family <= 2:
@@ -551,13 +720,19 @@ def main():
         "backend": args.backend,
         "versions": versions,
         "generator": "scripts/real_fixtures/generate.py",
-        "train": {"optimizer": "sgd (release default learning rate)",
-                  "loss": "mse", "steps": args.steps, "batch_size": BATCH,
-                  "x": "standard normal * 3 + 2", "seed": args.seed},
+        "train": {
+            "optimizer": "sgd (release default learning rate)",
+            "loss": "mse",
+            "steps": args.steps,
+            "batch_size": BATCH,
+            "x": "standard normal * 3 + 2",
+            "seed": args.seed,
+        },
         "models": [],
         "skipped": SKIPPED.get(family, []),
         "batch_norm": release_semantics(args.release, args.backend, keras),
-        "workarounds": WORKAROUNDS}
+        "workarounds": WORKAROUNDS,
+    }
 
     rng = np.random.RandomState(args.seed)
     for spec in model_specs(args.release, args.backend, family):
@@ -583,7 +758,8 @@ def main():
                 ls["momentum"] = float(layer.momentum)
                 if ls["mode"] == 1:
                     ls["samplewise_std"] = (
-                        "sqrt(var)" if family == 0 else "sqrt(var + epsilon)")
+                        "sqrt(var)" if family == 0 else "sqrt(var + epsilon)"
+                    )
             if ls["type"] == "flatten" and hasattr(layer, "data_format"):
                 ls["data_format"] = layer.data_format
         if spec["kind"] == "graph":
@@ -594,7 +770,7 @@ def main():
         y_train = rng.randn(N_TRAIN, N_OUT).astype("float32")
         for step in range(args.steps):
             i = (step * BATCH) % N_TRAIN
-            xb, yb = x_train[i:i + BATCH], y_train[i:i + BATCH]
+            xb, yb = x_train[i : i + BATCH], y_train[i : i + BATCH]
             if spec["kind"] == "graph":
                 model.train_on_batch({"x": xb, "out_output": yb})
             else:
@@ -613,13 +789,15 @@ def main():
         if family == 3:
             # tf-keras writes its new (Keras-3-like) format to names ending in
             # ".weights.h5"; any other ".h5" name gets the legacy layout.
-            model.save_weights(path[:-len(".weights.h5")] + ".legacy.h5",
-                               overwrite=True)
-            os.rename(path[:-len(".weights.h5")] + ".legacy.h5", path)
+            model.save_weights(
+                path[: -len(".weights.h5")] + ".legacy.h5", overwrite=True
+            )
+            os.rename(path[: -len(".weights.h5")] + ".legacy.h5", path)
             if "save_weights" not in " ".join(WORKAROUNDS):
                 WORKAROUNDS.append(
                     "save_weights to <model>.legacy.h5 (the legacy HDF5 "
-                    "layout), renamed <model>.weights.h5")
+                    "layout), renamed <model>.weights.h5"
+                )
         else:
             model.save_weights(path, overwrite=True)
         files["weights"] = name + ".weights.h5"
@@ -639,9 +817,13 @@ def main():
         np.savez(os.path.join(out_dir, name + ".npz"), x=x, y=y)
         files["npz"] = name + ".npz"
 
-        entry = {"name": name, "kind": spec["kind"],
-                 "description": spec["description"], "files": files,
-                 "predict_batch_size": N_TEST}
+        entry = {
+            "name": name,
+            "kind": spec["kind"],
+            "description": spec["description"],
+            "files": files,
+            "predict_batch_size": N_TEST,
+        }
         if spec["kind"] == "sequential":
             entry["input_shape"] = spec["input_shape"]
             entry["layers"] = spec["layers"]
@@ -649,9 +831,9 @@ def main():
             entry["graph"] = spec["graph"]
             if spec["kind"] == "graph":
                 entry["graph"]["output_names"] = {
-                    o + "_output": o for o in spec["graph"]["outputs"]}
-        entry["stored"] = describe_weights_file(
-            os.path.join(out_dir, files["weights"]))
+                    o + "_output": o for o in spec["graph"]["outputs"]
+                }
+        entry["stored"] = describe_weights_file(os.path.join(out_dir, files["weights"]))
         manifest["models"].append(entry)
 
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
