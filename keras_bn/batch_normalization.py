@@ -12,6 +12,38 @@ from keras_bn import _training, _validation, functional
 __all__ = ["BatchNormalization"]
 
 
+def _checked_arguments(input_shape, epsilon, mode, momentum, axis):
+    """The seed's arguments and ``axis``, checked (keras_bn/_validation.py's
+    rule: a wrong type is a TypeError, a wrong value a ValueError)."""
+    check = _validation
+    if input_shape is not None:
+        input_shape = check.int_tuple(
+            "input_shape",
+            input_shape,
+            expected="the shape of one sample, a non-empty tuple of "
+            "positive ints such as (64,)",
+            minimum=1,
+        )
+    epsilon = check.number(
+        "epsilon", epsilon, expected="a positive finite number", positive=True
+    )
+    mode = check.one_of(
+        "mode", mode, (0, 1), expected="0 (featurewise) or 1 (samplewise)"
+    )
+    momentum = check.number(
+        "momentum", momentum, expected="a number in [0, 1]", minimum=0, maximum=1
+    )
+    if axis is not None:
+        axis = check.int_tuple(
+            "axis",
+            axis,
+            expected="None, an int or a non-empty tuple of ints",
+            allow_int=True,
+            distinct=True,
+        )
+    return input_shape, epsilon, mode, momentum, axis
+
+
 @keras.saving.register_keras_serializable(package="keras_bn")
 class BatchNormalization(keras.layers.Layer):
     """Batch Normalization with the 2015 Keras layer's semantics.
@@ -165,33 +197,9 @@ class BatchNormalization(keras.layers.Layer):
         skip_non_finite=False,
         **kwargs,
     ):
-        check = _validation
-        if input_shape is not None:
-            input_shape = check.int_tuple(
-                "input_shape",
-                input_shape,
-                expected="the shape of one sample, a non-empty tuple of "
-                "positive ints such as (64,)",
-                minimum=1,
-            )
-        self.epsilon = check.number(
-            "epsilon", epsilon, expected="a positive finite number", positive=True
+        input_shape, self.epsilon, self.mode, self.momentum, self.axis = (
+            _checked_arguments(input_shape, epsilon, mode, momentum, axis)
         )
-        self.mode = check.one_of(
-            "mode", mode, (0, 1), expected="0 (featurewise) or 1 (samplewise)"
-        )
-        self.momentum = check.number(
-            "momentum", momentum, expected="a number in [0, 1]", minimum=0, maximum=1
-        )
-        if axis is not None:
-            axis = check.int_tuple(
-                "axis",
-                axis,
-                expected="None, an int or a non-empty tuple of ints",
-                allow_int=True,
-                distinct=True,
-            )
-        self.axis = axis
         self.center = bool(center)
         self.scale = bool(scale)
         self.gamma_initializer = initializers.get(gamma_initializer)
@@ -202,6 +210,7 @@ class BatchNormalization(keras.layers.Layer):
         self.beta_regularizer = regularizers.get(beta_regularizer)
         self.gamma_constraint = constraints.get(gamma_constraint)
         self.beta_constraint = constraints.get(beta_constraint)
+        check = _validation
         self.synchronized = check.flag("synchronized", synchronized)
         self.virtual_batch_size = check.integer(
             "virtual_batch_size",
