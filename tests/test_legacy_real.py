@@ -136,17 +136,22 @@ def test_weights_files_warn_of_the_assumed_epsilon(fixture):
 
 
 # What each release computed, as docs/legacy.md states it (and the
-# predictions above confirm): the fourth array's form and default epsilon.
-RELEASE_FACTS = {
-    "1.0.6": ("variance", "sqrt(variance + epsilon)", "1e-06"),
-    "1.0.7": ("variance", "sqrt(variance + epsilon)", "1e-06"),  # TensorFlow
-    "1.0.8": ("variance", "sqrt(variance + epsilon)", "1e-05"),
-    "1.1.2": ("variance", "sqrt(variance + epsilon)", "1e-05"),
-    "1.2.2": ("variance", "sqrt(variance + epsilon)", "0.001"),
-    "2.0.8": ("variance", "sqrt(variance + epsilon)", "0.001"),
-    "2.2.4": ("variance", "sqrt(variance + epsilon)", "0.001"),
-    "tf-keras-2.21": ("variance", "sqrt(variance + epsilon)", "0.001"),
-}
+# predictions above confirm): the fourth array's form, the denominator and
+# the default epsilon, by release and backend.
+VARIANCE = ("variance", "sqrt(variance + epsilon)")
+STD = ("standard deviation", "(running_std + epsilon)")
+
+
+def release_facts(release, backend):
+    if release in ("1.0.5",) or (release == "1.0.6" and backend == "theano"):
+        return (*STD, "1e-06")
+    if release == "1.0.7" and backend == "theano":
+        return ("variance", "(sqrt(variance) + epsilon)", "1e-06")
+    if release in ("1.0.6", "1.0.7"):
+        return (*VARIANCE, "1e-06")
+    if release.startswith(("1.0.", "1.1.")):
+        return (*VARIANCE, "1e-05")
+    return (*VARIANCE, "0.001")  # 1.2.x, 2.x, tf-keras
 
 
 @pytest.mark.parametrize(
@@ -169,7 +174,7 @@ def test_inspect_tells_the_facts(capsys, fixture, kind):
     told = not fixture.release.startswith("0.")  # Keras 0.x records none
     assert lines["backend"].endswith(fixture.backend if told else "not recorded")
     if recorded:
-        form, formula, epsilon = RELEASE_FACTS[fixture.release]
+        form, formula, epsilon = release_facts(fixture.release, fixture.backend)
         fourth = lines["BatchNormalization fourth array"]
         assert form in fourth and formula in fourth and epsilon in fourth
     if any(spec["type"].startswith("conv") for spec in rf._layer_specs(fixture.entry)):

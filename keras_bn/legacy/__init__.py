@@ -25,6 +25,7 @@ the target layer: a std for `keras_bn.BatchNormalization`, a variance for
 
 from keras_bn.legacy.assign import load_weights
 from keras_bn.legacy.errors import LegacyFileError
+from keras_bn.legacy.models import load_model
 from keras_bn.legacy.reading import FORMATS, LegacyLayer, LegacyWeights, read_weights
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "LegacyFileError",
     "LegacyLayer",
     "LegacyWeights",
+    "load_model",
     "load_weights",
     "read_weights",
 ]

@@ -235,10 +235,10 @@ def load_weights(
 ):
     """Loads a Keras 0.x, 1.x or 2.x HDF5 file into a Keras 3 model.
 
-    The file's layers that hold arrays go, in order, into the model's layers
-    that hold weights (nested models flattened, in the order of
-    ``model.layers``). Arrays go in as they are (Dense: kernel then bias),
-    except:
+    The file's layers that hold arrays go into the model's layers that hold
+    weights (nested models flattened): by name where every model layer's
+    name is one of the file's, else in order (that of ``model.layers``).
+    Arrays go in as they are (Dense: kernel then bias), except:
 
     - a BatchNormalization's fourth array, converted so that the model
       computes at inference exactly what the source did: into a

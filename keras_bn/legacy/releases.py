@@ -4,8 +4,8 @@ A release's BatchNormalization kept a running std or a running variance
 (its "fourth array") and put its epsilon in one place or another; its
 default epsilon changed too. Here, from a file's Keras version and
 backend (or the caller's word where the file does not tell), how the source
-normalized at inference: the table of docs/legacy.md, "What each release
-computed".
+normalized at inference: the release table of docs/legacy.md, which the
+real releases' fixtures under tests/fixtures/real/ confirm.
 
 Nothing here reads files or touches models.
 """

@@ -1,0 +1,361 @@
+"""A legacy model's architecture, read into one neutral form.
+
+Keras 0.x wrote flat layer dicts whose ``"name"`` is the class (a Sequential's
+``layers``; a Graph's ``input_config``, ``node_config``, ``nodes`` and
+``output_config``, merges a property of the receiving node); Keras 1.x and
+2.x wrote ``{"class_name", "config"}`` pairs (a Sequential's list of layers,
+a functional ``Model``'s layers with ``inbound_nodes``), from 1.0.5 on with
+``keras_version`` (2.x also ``backend``). `read_architecture` turns any of
+them into an `Architecture`: inputs, nodes in an order where every node's
+inputs come before it, and outputs.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+from keras_bn.legacy.errors import LegacyFileError
+
+__all__ = ["Architecture", "Node", "parse", "read_architecture"]
+
+
+@dataclasses.dataclass
+class Node:
+    """One layer: its name, old class name, config (old argument names) and
+    the names of the nodes or inputs it takes."""
+
+    name: str
+    class_name: str
+    config: dict
+    inbound: list
+
+
+@dataclasses.dataclass
+class Architecture:
+    """kind: "sequential", "functional" or "graph"; generation: 0 (Keras
+    0.x), 1 or 2 (Keras 2.x and tf-keras); inputs: ``[(name, shape,
+    dtype)]`` without the batch axis."""
+
+    path: str
+    kind: str
+    generation: int
+    keras_version: str | None
+    backend: str | None
+    inputs: list
+    nodes: list
+    outputs: list
+
+
+def _fail(path, message, layer=None, field=None):
+    return LegacyFileError(message, path=path, layer=layer, field=field)
+
+
+def read_architecture(path):
+    """The `Architecture` in a ``to_json()`` or ``to_yaml()`` file (by its
+    content: JSON first, else YAML)."""
+    path = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        from keras_bn.legacy.errors import LegacyFileNotFoundError
+
+        raise LegacyFileNotFoundError("no such file.", path=path) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise _fail(path, f"cannot read the architecture: {error}") from None
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError):
+        if path.lower().endswith(".json"):
+            raise _fail(path, "not valid JSON (a to_json() file).") from None
+        from keras_bn.legacy.safe_yaml import load_yaml
+
+        config = load_yaml(text, path)
+    return parse(config, path)
+
+
+def parse(config, path, keras_version=None, backend=None):
+    """The `Architecture` of a model config (a to_json()/to_yaml() dict, or
+    a whole-model file's ``model_config``)."""
+    if not isinstance(config, dict):
+        raise _fail(
+            path, f"expected a model config (a mapping), got {type(config).__name__}."
+        )
+    keras_version = config.get("keras_version", keras_version)
+    backend = config.get("backend", backend)
+    if "class_name" not in config:
+        return _parse_keras0(config, path)
+    class_name, body = config["class_name"], config.get("config")
+    generation = _generation(keras_version, body)
+    if class_name == "Sequential":
+        layers = body["layers"] if isinstance(body, dict) else body
+        arch = _sequential(path, layers, generation, _pair)
+    elif class_name in ("Model", "Functional"):
+        arch = _functional(path, body, generation)
+    else:
+        raise _fail(
+            path,
+            f"model class {class_name!r}: expected Sequential, Model or Functional.",
+            field="class_name",
+        )
+    arch.keras_version, arch.backend = keras_version, backend
+    return arch
+
+
+def _generation(keras_version, body):
+    if isinstance(keras_version, str) and keras_version[:1].isdigit():
+        return min(int(keras_version.split(".")[0]), 2)
+    layers = body.get("layers", []) if isinstance(body, dict) else body or []
+    names = {
+        k
+        for layer in layers
+        if isinstance(layer, dict)
+        for k in layer.get("config", {})
+    }
+    return (
+        2 if names & {"units", "filters", "kernel_size", "data_format", "rate"} else 1
+    )
+
+
+def _pair(path, layer, index):
+    if not isinstance(layer, dict) or not isinstance(layer.get("config"), dict):
+        raise _fail(
+            path,
+            f"layer {index}: expected {{'class_name', 'config'}}, got {layer!r:.80}.",
+        )
+    config = dict(layer["config"])
+    name = config.get("name") or layer.get("name") or f"layer_{index}"
+    return str(layer.get("class_name")), str(name), config
+
+
+def _flat(path, layer, index):
+    if not isinstance(layer, dict) or not isinstance(layer.get("name"), str):
+        raise _fail(
+            path,
+            f"layer {index}: expected a Keras 0.x layer dict with its class in "
+            f"'name', got {layer!r:.80}.",
+        )
+    config = {k: v for k, v in layer.items() if k != "name"}
+    name = config.get("custom_name") or f"{layer['name'].lower()}_{index}"
+    return layer["name"], f"{name}_{index}" if "custom_name" in config else name, config
+
+
+def _input_shape(config):
+    """The sample shape a first layer declares, or None."""
+    for key in ("batch_input_shape", "batch_shape"):
+        if config.get(key) is not None:
+            return tuple(config[key])[1:]
+    if config.get("input_shape") is not None:
+        return tuple(config["input_shape"])
+    dim, length = config.get("input_dim"), config.get("input_length")
+    if dim is not None:
+        return (length, dim) if "filter_length" in config else (dim,)
+    if "input_length" in config and "output_dim" in config and "input_dim" in config:
+        return (length,)
+    return None
+
+
+def _sequential(path, layers, generation, read):
+    if not isinstance(layers, list) or not layers:
+        raise _fail(path, "a Sequential model without layers.", field="layers")
+    nodes, previous = [], "input"
+    for index, layer in enumerate(layers):
+        class_name, name, config = read(path, layer, index)
+        if class_name == "InputLayer":
+            continue
+        nodes.append(Node(name, class_name, config, [previous]))
+        previous = name
+    first = read(path, layers[0], 0)[2]
+    shape = _input_shape(first)
+    if shape is None:
+        raise _fail(
+            path,
+            "the first layer declares no input shape (input_shape, "
+            "batch_input_shape or input_dim).",
+            layer=nodes[0].name,
+            field="input_shape",
+        )
+    dtype = "int32" if nodes[0].class_name == "Embedding" else "float32"
+    return Architecture(
+        path,
+        "sequential",
+        generation,
+        None,
+        None,
+        [("input", shape, dtype)],
+        nodes,
+        [previous],
+    )
+
+
+def _inbound(path, name, inbound_nodes):
+    if not inbound_nodes:
+        return []
+    if not isinstance(inbound_nodes, list) or len(inbound_nodes) != 1:
+        raise _fail(
+            path,
+            f"Layer '{name}': called {len(inbound_nodes)} times (a shared "
+            "layer); only layers called once are rebuilt.",
+            layer=name,
+            field="inbound_nodes",
+        )
+    out = []
+    for item in inbound_nodes[0]:
+        if (
+            not isinstance(item, (list, tuple))
+            or len(item) < 3
+            or item[1:3] != type(item)([0, 0])
+            and list(item[1:3]) != [0, 0]
+        ):
+            raise _fail(
+                path,
+                f"Layer '{name}': inbound {item!r:.80} (expected [layer, 0, 0]: "
+                "one node, one tensor).",
+                layer=name,
+                field="inbound_nodes",
+            )
+        out.append(str(item[0]))
+    return out
+
+
+def _functional(path, body, generation):
+    if not isinstance(body, dict) or not isinstance(body.get("layers"), list):
+        raise _fail(path, "a functional model config without 'layers'.", field="layers")
+    inputs, nodes = [], []
+    for index, layer in enumerate(body["layers"]):
+        class_name, name, config = _pair(path, layer, index)
+        name = str(layer.get("name", name))
+        if class_name == "InputLayer":
+            shape = _input_shape(config)
+            dtype = config.get("input_dtype") or config.get("dtype") or "float32"
+            inputs.append((name, shape, dtype))
+            continue
+        nodes.append(
+            Node(
+                name,
+                class_name,
+                config,
+                _inbound(path, name, layer.get("inbound_nodes")),
+            )
+        )
+    ends = [str(item[0]) for item in body.get("output_layers", [])]
+    order = [str(item[0]) for item in body.get("input_layers", [])]
+    inputs.sort(key=lambda entry: order.index(entry[0]) if entry[0] in order else 0)
+    return Architecture(
+        path,
+        "functional",
+        generation,
+        None,
+        None,
+        inputs,
+        _ordered(path, nodes, inputs),
+        ends,
+    )
+
+
+def _ordered(path, nodes, inputs):
+    """``nodes`` so that every node comes after its inputs."""
+    known = {name for name, _, _ in inputs}
+    out, pending = [], list(nodes)
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.inbound)]
+        if not ready:
+            missing = sorted(
+                {
+                    i
+                    for n in pending
+                    for i in n.inbound
+                    if i not in known and i not in {p.name for p in pending}
+                }
+            )
+            raise _fail(
+                path,
+                f"nodes {[n.name for n in pending]} take inputs that are never "
+                f"produced {missing} (or a cycle).",
+                field="inbound_nodes",
+            )
+        out += ready
+        known |= {n.name for n in ready}
+        pending = [n for n in pending if n not in ready]
+    return out
+
+
+def _parse_keras0(config, path):
+    kind = config.get("name")
+    if kind == "Sequential":
+        return _sequential(path, config.get("layers"), 0, _flat)
+    if kind == "Graph":
+        return _graph(path, config)
+    raise _fail(
+        path,
+        f"a Keras 0.x model named {kind!r}: expected Sequential or Graph.",
+        field="name",
+    )
+
+
+def _graph_inputs(path, where, entry):
+    if entry.get("inputs"):
+        return [str(i) for i in entry["inputs"]]
+    if entry.get("input") is None:
+        raise _fail(
+            path,
+            f"Graph {where} '{entry.get('name')}' has no input.",
+            layer=entry.get("name"),
+            field="input",
+        )
+    return [str(entry["input"])]
+
+
+def _graph_merge(name, entry, inputs):
+    return Node(
+        f"{name}_merge",
+        "Merge",
+        {
+            "mode": entry.get("merge_mode", "concat"),
+            "concat_axis": entry.get("concat_axis", -1),
+        },
+        inputs,
+    )
+
+
+def _graph(path, config):
+    """A Keras 0.x Graph: a node with several ``inputs`` merges them first
+    (``merge_mode``, ``concat_axis``)."""
+    layers = config.get("nodes")
+    if not isinstance(layers, dict) or not isinstance(config.get("node_config"), list):
+        raise _fail(
+            path,
+            "a Keras 0.x Graph without 'nodes' and 'node_config'.",
+            field="node_config",
+        )
+    inputs = []
+    for entry in config.get("input_config") or []:
+        shape = entry.get("input_shape")
+        dtype = "int32" if entry.get("dtype") == "int" else "float32"
+        inputs.append(
+            (str(entry["name"]), tuple(shape) if shape is not None else None, dtype)
+        )
+    nodes = []
+    for entry in config["node_config"]:
+        name = str(entry["name"])
+        sources = _graph_inputs(path, "node", entry)
+        if len(sources) > 1:
+            nodes.append(_graph_merge(name, entry, sources))
+            sources = [nodes[-1].name]
+        layer = layers.get(name)
+        if not isinstance(layer, dict) or "name" not in layer:
+            raise _fail(
+                path,
+                f"Graph node '{name}' has no layer in 'nodes'.",
+                layer=name,
+                field="nodes",
+            )
+        settings = {k: v for k, v in layer.items() if k != "name"}
+        nodes.append(Node(name, layer["name"], settings, sources))
+    outputs = []
+    for entry in config.get("output_config") or []:
+        sources = _graph_inputs(path, "output", entry)
+        if len(sources) > 1:
+            nodes.append(_graph_merge(str(entry["name"]), entry, sources))
+            sources = [nodes[-1].name]
+        outputs.append(sources[0])
+    return Architecture(path, "graph", 0, None, None, inputs, nodes, outputs)

@@ -1,0 +1,249 @@
+"""Whole old Keras models into Keras 3: `load_model`.
+
+The architecture (a whole-model HDF5 file's ``model_config``, or a
+``to_json()``/``to_yaml()`` file) is read (`architecture`), every layer
+translated (`layers_map`) and checked before anything is built; then the
+Keras 3 model is built and `keras_bn.legacy.load_weights` puts the weights
+in, told what the architecture says (Keras version, backend, each
+BatchNormalization's epsilon, the convolutions' ``dim_ordering``).
+"""
+
+import dataclasses
+import warnings
+
+import keras
+
+from keras_bn.legacy import releases
+from keras_bn.legacy.architecture import parse, read_architecture
+from keras_bn.legacy.assign import load_weights
+from keras_bn.legacy.errors import LegacyFileError
+from keras_bn.legacy.layers_map import translate
+from keras_bn.legacy.reading import read_weights
+
+__all__ = ["Rebuilt", "load_model", "rebuild"]
+
+_HDF5 = b"\x89HDF\r\n\x1a\n"
+
+
+@dataclasses.dataclass
+class Rebuilt:
+    """A rebuilt model and what was done: ``layers`` (one line per old
+    layer), ``conversions`` and ``assumptions`` (lines of text)."""
+
+    model: object
+    layers: list
+    conversions: list
+    assumptions: list
+
+
+def _is_hdf5(path):
+    try:
+        with open(path, "rb") as file:
+            return file.read(8) == _HDF5
+    except OSError:
+        return False
+
+
+def _sources(path, weights):
+    """The `Architecture`, the weights file and its `LegacyWeights`."""
+    path = str(path)
+    if _is_hdf5(path):
+        held = read_weights(path)
+        if not held.whole_model or not isinstance(held.model_config, dict):
+            raise LegacyFileError(
+                "a weights file holds no architecture: pass the model's "
+                "to_json()/to_yaml() file, with this file as weights=.",
+                path=path,
+                field="model_config",
+            )
+        arch = parse(held.model_config, path, held.keras_version, held.backend)
+        if weights is None:
+            return arch, path, held
+    else:
+        arch = read_architecture(path)
+        if weights is None:
+            raise LegacyFileError(
+                "an architecture file holds no weights: pass weights= (the "
+                "save_weights() HDF5 file).",
+                path=path,
+                field="weights",
+            )
+    return arch, str(weights), read_weights(weights)
+
+
+def _problem_list(arch, problems):
+    lines = "; ".join(f"layer '{n}' ({c}): {f}: {m}" for n, c, f, m in problems)
+    return LegacyFileError(
+        f"cannot rebuild {len(problems)} thing(s): {lines}.", path=arch.path
+    )
+
+
+def _plans(arch, target):
+    plans, problems = {}, []
+    for name, shape, _ in arch.inputs:
+        if shape is None or any(d is None for d in shape[1:]):
+            problems.append((name, "Input", "input_shape", f"unknown shape {shape!r}"))
+    for node in arch.nodes:
+        plan = translate(node, arch.generation, target)
+        problems += [(node.name, node.class_name, f, m) for f, m in plan.problems]
+        plans[node.name] = plan
+    if problems:
+        raise _problem_list(arch, problems)
+    return plans
+
+
+def _call(node, plan, inputs, transpose):
+    L = keras.layers
+    x = inputs if len(inputs) > 1 else inputs[0]
+    layer = plan.cls(name=node.name, **plan.kwargs)
+    if plan.channels_first and transpose:
+        layer = plan.cls(
+            name=node.name, **dict(plan.kwargs, data_format="channels_last")
+        )
+        rank = len(x.shape) - 2
+        to_last = tuple(range(2, rank + 2)) + (1,)
+        to_first = (rank + 1,) + tuple(range(1, rank + 1))
+        x = L.Permute(to_last, name=f"{node.name}_to_channels_last")(x)
+        return L.Permute(to_first, name=f"{node.name}_to_channels_first")(layer(x))
+    if plan.per_activation_bn and len(x.shape) > 2:
+        raise ValueError(
+            "per-activation statistics over samples of rank > 1: the stock "
+            "layer takes one axis; use batch_normalization='keras_bn'"
+        )
+    return layer(x)
+
+
+def _build(arch, plans, transpose):
+    tensors, inputs = {}, []
+    for name, shape, dtype in arch.inputs:
+        tensors[name] = keras.Input(tuple(shape), dtype=dtype, name=name)
+        inputs.append(tensors[name])
+    for node in arch.nodes:
+        try:
+            args = [tensors[i] for i in node.inbound]
+            tensors[node.name] = _call(node, plans[node.name], args, transpose)
+        except Exception as error:  # a bad argument value or shape
+            message = " ".join(str(error).split())[:300]
+            raise _problem_list(
+                arch, [(node.name, node.class_name, "config", message)]
+            ) from None
+    outputs = [tensors[o] for o in arch.outputs]
+    return keras.Model(
+        inputs[0] if len(inputs) == 1 else inputs,
+        outputs[0] if len(outputs) == 1 else outputs,
+        name="legacy_model",
+    )
+
+
+def _load_options(arch, held, plans, whole, keras_version, backend):
+    options = {}
+    version = keras_version or arch.keras_version
+    if held.keras_version is None and version is not None and arch.generation:
+        options["keras_version"] = str(version)
+    if held.backend is None and (backend or arch.backend):
+        options["backend"] = backend or arch.backend
+    if not whole:
+        options["epsilon"] = {
+            name: float(plan.kwargs["epsilon"])
+            for name, plan in plans.items()
+            if "epsilon" in plan.kwargs
+        } or None
+    orderings = {n.config.get("dim_ordering") for n in arch.nodes} - {None}
+    if arch.generation < 2 and len(orderings) == 1 and orderings <= {"th", "tf"}:
+        options["dim_ordering"] = orderings.pop()
+    return options
+
+
+def _describe(arch, plans, held, options, transpose):
+    layers = []
+    for node in arch.nodes:
+        plan = plans[node.name]
+        args = ", ".join(f"{k}={v!r}" for k, v in plan.kwargs.items())
+        wrap = " between Permutes" if plan.channels_first and transpose else ""
+        layers.append(
+            f"{node.name}: {node.class_name} -> {plan.cls.__name__}({args}){wrap}"
+        )
+    form, default = held.batch_norm_form()
+    generation = releases.family(held, options.get("keras_version"))
+    conversions = [
+        f"BatchNormalization fourth array: {form or 'per the options'} in the "
+        "file, converted to each target layer's form and epsilon",
+        "convolution kernels: "
+        + releases.kernel_conversion(
+            generation, held.backend or options.get("backend")
+        ),
+    ]
+    assumptions = [f"load_weights options from the architecture: {options}"]
+    if transpose and any(p.channels_first for p in plans.values()):
+        assumptions.append(
+            "channels-first convolutions/pooling run channels-last between "
+            "Permute layers (the data between layers stays channels-first)"
+        )
+    assumptions.append(
+        "initializers, regularizers, constraints and dropout rates only matter "
+        "for training: dropped or kept as is"
+    )
+    return layers, conversions, assumptions
+
+
+def rebuild(path, *, weights=None, batch_normalization="keras_bn",
+            channels_first="auto", keras_version=None, backend=None):  # fmt: skip
+    """The `Rebuilt` model and its report; see `load_model`. Warnings that
+    `load_weights` raises are recorded in ``assumptions``."""
+    if batch_normalization not in ("keras_bn", "keras"):
+        raise ValueError(
+            "batch_normalization: expected 'keras_bn' or 'keras', got "
+            f"{batch_normalization!r}."
+        )
+    if channels_first not in ("auto", "native", "transpose"):
+        raise ValueError(
+            "channels_first: expected 'auto', 'native' or 'transpose', got "
+            f"{channels_first!r}."
+        )
+    arch, weights_path, held = _sources(path, weights)
+    plans = _plans(arch, batch_normalization)
+    transpose = channels_first == "transpose" or (
+        channels_first == "auto" and keras.backend.backend() == "tensorflow"
+    )
+    model = _build(arch, plans, transpose)
+    whole = weights_path == str(path)
+    options = _load_options(arch, held, plans, whole, keras_version, backend)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_weights(model, weights_path, **options)
+    layers, conversions, assumptions = _describe(arch, plans, held, options, transpose)
+    assumptions += [" ".join(str(w.message).split()) for w in caught]
+    return Rebuilt(model, layers, conversions, assumptions)
+
+
+def load_model(path, *, weights=None, batch_normalization="keras_bn",
+               channels_first="auto", keras_version=None, backend=None):  # fmt: skip
+    """An old Keras model (0.x, 1.x, 2.x) as a built Keras 3 model with its
+    weights, computing at inference what the old release computed.
+
+    Args:
+        path: A whole-model HDF5 file (Keras 1.0.7 and later ``save``), or an
+            architecture file (``to_json()`` or ``to_yaml()``, Keras 0.x to
+            2.x; YAML read safely).
+        weights: The ``save_weights()`` HDF5 file, for an architecture file.
+        batch_normalization: ``"keras_bn"`` (`keras_bn.BatchNormalization`,
+            modes 0 and 1, per-activation statistics) or ``"keras"`` (the
+            stock layer: mode 0 with one axis only).
+        channels_first: ``"auto"`` (TensorFlow: channels-first convolutions
+            and pooling run between two ``Permute`` layers; else natively),
+            ``"native"`` or ``"transpose"``.
+        keras_version, backend: What neither file records (Keras 0.x files
+            with convolutions need ``backend``); passed to `load_weights`.
+
+    Raises:
+        LegacyFileError: a file cannot be read, the architecture holds
+            layers or arguments it cannot rebuild (all of them listed,
+            nothing built), or the weights do not fit.
+    """
+    rebuilt = rebuild(
+        path, weights=weights, batch_normalization=batch_normalization,
+        channels_first=channels_first, keras_version=keras_version, backend=backend,
+    )  # fmt: skip
+    for line in rebuilt.assumptions[2:]:
+        warnings.warn(line, UserWarning, stacklevel=2)
+    return rebuilt.model
