@@ -1,17 +1,20 @@
 """keras_bn.legacy.load_model on the files the real old Keras releases wrote.
 
-Every fixture with a whole-model file (Keras 1.0.7 on) or an architecture
-(to_json, to_yaml) next to its weights file is rebuilt as a Keras 3 model,
-which must predict what the release itself predicted (the npz ``y``), within
-1e-4 of the output's scale; with keras_bn's layer, and with the stock one
-where it computes the same (tests/real_fixtures.py's ``supports``). What
-cannot be rebuilt (mode 2; mode 1 or per-activation statistics on a sample
-of rank > 1 into the stock layer) must be refused, naming the layer.
+Every fixture (every release, every model kind) is rebuilt as a Keras 3 model
+from one of its files and must predict what the release itself predicted (the
+npz ``y``), within 1e-4 of the output's scale. Not every file form x target x
+release: each fixture once from its whole-model file (Keras 1.0.7 on) or its
+JSON; JSON + weights for one more model of every release that has whole-model
+files; YAML + weights for a few releases (0.x, 1.0.5, 1.2.2 with its numpy
+scalar tags, 2.2.4); the stock layer (``batch_normalization="keras"``) for
+every model of one release per family, and refused, naming the layer,
+wherever it cannot compute the same (tests/real_fixtures.py's ``supports``).
 """
 
 import json
 import warnings
 
+import keras
 import numpy as np
 import pytest
 import real_fixtures as rf
@@ -21,19 +24,71 @@ from keras_bn import legacy
 FIXTURES = rf.fixtures()
 
 
+@pytest.fixture(autouse=True)
+def _clear_session():
+    """conftest's, without its garbage collection (half a second a test)."""
+    keras.backend.clear_session(free_memory=False)
+    yield
+
+
 def _no_statistics(fixture):
     """A Keras 0.x Graph before 0.3.0 saved gamma and beta only."""
     return fixture.release.startswith("0.2") and fixture.name == "graph"
 
 
-CASES = [
-    pytest.param(fixture, kind, target, id=f"{fixture.id}-{kind}-{target}")
-    for fixture in FIXTURES
-    for kind in ("model", "json", "yaml")
-    if fixture.has(kind) and (kind == "model" or fixture.has("weights"))
-    if not _no_statistics(fixture)
-    for target in ("keras_bn", "keras")
-]
+# Releases whose every model is also rebuilt with the stock layer: one per
+# family (std up to 1.0.5, 1.0.6 by backend, variance from 1.0.7, Keras 2).
+STOCK = {"keras-0.3.3-theano", "keras-1.0.6-theano", "keras-1.2.2-tensorflow",
+         "keras-2.2.4-tensorflow"}  # fmt: skip
+# One model per release rebuilt from YAML, and the target it gets (1.2.2's
+# convolutions carry numpy scalar tags).
+YAML = {
+    "keras-0.2.0-theano": ("dense_eps", "keras_bn"),
+    "keras-0.3.3-theano": ("conv2d_cf", "keras_bn"),
+    "keras-1.0.5-theano": ("functional", "keras"),
+    "keras-1.2.2-tensorflow": ("conv2d_cl", "keras"),
+    "keras-1.2.2-theano": ("conv2d_cf", "keras_bn"),
+    "keras-2.2.4-tensorflow": ("functional", "keras_bn"),
+}
+# Which model of the n-th release is also rebuilt from JSON.
+ROTATION = ("conv2d_cf", "functional", "conv1d", "dense_eps", "conv2d_cl", "dense")
+
+
+def _pick(fixtures, index, kind):
+    usable = [f for f in fixtures if f.has(kind) and not _no_statistics(f)]
+    names = {f.name: f for f in usable}
+    for offset in range(len(ROTATION)):
+        name = ROTATION[(index + offset) % len(ROTATION)]
+        if name in names and rf.supports(names[name], "keras_bn")[0]:
+            return names[name]
+    return None
+
+
+def _cases():
+    by_release = {}
+    for fixture in FIXTURES:
+        if not _no_statistics(fixture):
+            by_release.setdefault(fixture.directory.name, []).append(fixture)
+    cases = []
+    for index, (release, fixtures) in enumerate(sorted(by_release.items())):
+        for fixture in fixtures:
+            form = "model" if fixture.has("model") else "json"
+            cases.append((fixture, form, "keras_bn"))
+            if release in STOCK or not rf.supports(fixture, "keras")[0]:
+                cases.append((fixture, form, "keras"))
+        if fixtures[0].has("model"):
+            cases.append((_pick(fixtures, index, "json"), "json", "keras_bn"))
+        if release in YAML:
+            name, target = YAML[release]
+            (fixture,) = [f for f in fixtures if f.name == name]
+            cases.append((fixture, "yaml", target))
+    return [
+        pytest.param(f, form, target, id=f"{f.id}-{form}-{target}")
+        for f, form, target in cases
+    ]
+
+
+CASES = _cases()
 
 
 def _kwargs(fixture, kind):
@@ -43,17 +98,28 @@ def _kwargs(fixture, kind):
     return kwargs
 
 
-def test_every_release_is_covered():
-    releases = {f.directory.name for f, _, _ in (c.values for c in CASES)}
-    assert len(releases) == len(rf.release_dirs())
-    kinds = {f.entry["kind"] for f, _, _ in (c.values for c in CASES)}
-    assert kinds == {"sequential", "functional", "graph"}
+def test_every_release_model_kind_and_form_is_covered():
+    values = [c.values for c in CASES]
+    assert {f.directory.name for f, _, _ in values} == {
+        d.name for d in rf.release_dirs()
+    }
+    built = {f.id for f, _, _ in values}
+    assert built == {f.id for f in FIXTURES if not _no_statistics(f)}
+    assert {f.entry["kind"] for f, _, _ in values} == {
+        "sequential", "functional", "graph"
+    }  # fmt: skip
+    with_json = {f.directory.name for f, form, _ in values if form == "json"}
+    assert with_json == {d.name for d in rf.release_dirs()}
+    with_model = {f.directory.name for f, form, _ in values if form == "model"}
+    assert with_model == {f.directory.name for f in FIXTURES if f.has("model")}
+    assert {f.directory.name for f, form, _ in values if form == "yaml"} == set(YAML)
+    stock = {f.name for f, _, t in values if t == "keras" and rf.supports(f, t)[0]}
+    assert stock >= set(ROTATION) | {"functional", "graph"}
 
 
 @pytest.mark.parametrize("fixture, kind, target", CASES)
 def test_rebuilt_model_predicts_what_the_release_did(fixture, kind, target):
     supported, why = rf.supports(fixture, target)
-    x, y = rf.load_arrays(fixture)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if not supported:
@@ -67,6 +133,7 @@ def test_rebuilt_model_predicts_what_the_release_did(fixture, kind, target):
         model = legacy.load_model(
             fixture.path(kind), batch_normalization=target, **_kwargs(fixture, kind)
         )
+    x, y = rf.load_arrays(fixture)
     predicted = np.asarray(model.predict(x, batch_size=len(x), verbose=0))
     scale = max(1.0, float(np.max(np.abs(y))))
     assert predicted.shape == y.shape
