@@ -7,13 +7,27 @@ featurewise and samplewise formulas), the conversion its convolution kernels
 get, and a table of its layers with their arrays' shapes. A file it cannot read gets a
 one-line error (`keras_bn.legacy.LegacyFileError`'s message, never a
 traceback) and exit status 1.
+
+``keras-bn convert OLD NEW.keras [--weights W.h5] [--batch-normalization
+keras_bn|keras]`` rebuilds an old Keras model (a whole-model HDF5 file, or a
+``to_json()``/``to_yaml()`` architecture with ``--weights``) as a Keras 3
+model with `keras_bn.legacy.load_model` and saves it as ``NEW.keras``;
+channels-first convolutions run channels-last between ``Permute`` layers, so
+the file runs on every backend. It prints what it rebuilt, what it converted
+and what it assumed. The file is written under a temporary name in the same
+folder and renamed: on any failure nothing is left, one line goes to stderr
+and the exit status is 1.
 """
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
+import warnings
 
 from keras_bn import legacy
-from keras_bn.legacy import releases
+from keras_bn.legacy import models, releases
 
 __all__ = ["main"]
 
@@ -79,6 +93,45 @@ def _inspect(path):
     return lines
 
 
+def _convert(old, new, weights, batch_normalization):
+    """Rebuilds ``old``, saves it as ``new``; the report as lines of text."""
+    new = os.path.abspath(new)
+    if not new.endswith(".keras"):
+        raise legacy.LegacyFileError(
+            f"expected an output name ending in .keras, got {new!r}.",
+            path=new,
+        )
+    folder = os.path.dirname(new)
+    if not os.path.isdir(folder):
+        raise legacy.LegacyFileError("no such folder for the output.", path=folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # load_weights' land in assumptions
+        rebuilt = models.rebuild(
+            old, weights=weights, batch_normalization=batch_normalization,
+            channels_first="transpose",
+        )  # fmt: skip
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=".keras-bn-convert-", suffix=".keras", dir=folder
+        )
+        os.close(descriptor)
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)  # mkstemp's is 0600
+            rebuilt.model.save(temporary)
+            os.replace(temporary, new)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+            raise
+    lines = [f"converted:     {old}" + (f" with weights {weights}" if weights else "")]
+    lines += ["layers:"] + [f"  {line}" for line in rebuilt.layers]
+    lines += ["conversions:"] + [f"  {line}" for line in rebuilt.conversions]
+    lines += ["assumptions:"] + [f"  {line}" for line in rebuilt.assumptions]
+    lines.append(f"wrote:         {new}")
+    return lines
+
+
 def _error(message):
     message = " ".join(message.split())
     if len(message) > 2000:
@@ -95,7 +148,8 @@ def main(argv=None):
             ``sys.argv[1:]``.
 
     Returns:
-        The exit status: 0 on success, 1 for a file it cannot read.
+        The exit status: 0 on success, 1 for a file it cannot read or
+        convert.
     """
     parser = argparse.ArgumentParser(
         prog="keras-bn", description="Tools for keras_bn and legacy Keras files."
@@ -108,13 +162,36 @@ def main(argv=None):
         "1.x or 2.x HDF5 weights or whole-model file.",
     )
     inspect.add_argument("file", help="the HDF5 file")
+    convert = commands.add_parser(
+        "convert",
+        help="rebuild an old Keras model as a Keras 3 .keras file",
+        description="Rebuild a Keras 0.x, 1.x or 2.x model (a whole-model HDF5 "
+        "file, or a to_json()/to_yaml() architecture with --weights) as a "
+        "Keras 3 model and save it as a .keras file.",
+    )
+    convert.add_argument("old", help="whole-model .h5, or .json/.yaml architecture")
+    convert.add_argument("new", help="the .keras file to write")
+    convert.add_argument("--weights", help="the save_weights() HDF5 file")
+    convert.add_argument(
+        "--batch-normalization",
+        choices=("keras_bn", "keras"),
+        default="keras_bn",
+        help="keras_bn.BatchNormalization (default) or the stock layer",
+    )
     arguments = parser.parse_args(argv)
+    source = arguments.file if arguments.command == "inspect" else arguments.old
     try:
-        lines = _inspect(arguments.file)
+        if arguments.command == "inspect":
+            lines = _inspect(arguments.file)
+        else:
+            lines = _convert(
+                arguments.old, arguments.new, arguments.weights,
+                arguments.batch_normalization,
+            )  # fmt: skip
     except legacy.LegacyFileError as error:
         return _error(str(error))
     except Exception as error:  # never a traceback: one line, exit 1
-        return _error(f"{arguments.file}: {type(error).__name__}: {error}")
+        return _error(f"{source}: {type(error).__name__}: {error}")
     print("\n".join(lines))
     return 0
 

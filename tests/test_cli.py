@@ -1,10 +1,12 @@
 """The ``keras-bn inspect`` command line, on every legacy fixture."""
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -140,3 +142,108 @@ def test_python_dash_m_and_the_entry_point(tmp_path, arrays):
         bad = run([*command, "inspect", str(tmp_path / "absent.h5")])
         assert bad.returncode == 1
         assert bad.stderr.strip().splitlines()[-1].startswith("keras-bn: error: ")
+
+
+# -- keras-bn convert ------------------------------------------------------------
+
+REAL = Path(__file__).resolve().parent / "fixtures" / "real"
+
+# (release directory, model, files, batch normalization): a Keras 1.x
+# whole-model channels-first convolution, a Keras 0.x Graph from JSON + weights,
+# a Keras 2.x whole model into the stock layer.
+CONVERSIONS = [
+    ("keras-1.0.8-theano", "conv2d_cf", ["conv2d_cf.model.h5"], "keras_bn"),
+    ("keras-0.3.3-theano", "graph", ["graph.json", "graph.weights.h5"], "keras_bn"),
+    ("keras-2.2.4-tensorflow", "conv1d", ["conv1d.model.h5"], "keras"),
+]
+
+FRESH = """
+import sys
+import keras_bn, keras
+import numpy as np
+for path, npz in zip(sys.argv[1::2], sys.argv[2::2]):
+    model = keras.saving.load_model(path)
+    data = np.load(npz)
+    predicted = np.asarray(model.predict(data["x"], verbose=0))
+    scale = max(1.0, float(np.max(np.abs(data["y"]))))
+    error = float(np.max(np.abs(predicted - data["y"])))
+    print(path, predicted.shape == data["y"].shape, error <= 1e-4 * scale, error)
+"""
+
+
+def _convert_argv(directory, files, target, new):
+    argv = ["convert", str(REAL / directory / files[0]), str(new)]
+    if len(files) > 1:
+        argv += ["--weights", str(REAL / directory / files[1])]
+    return argv + ["--batch-normalization", target]
+
+
+def test_convert_writes_keras_files_that_predict_what_the_release_did(tmp_path, capsys):
+    pairs = []
+    for directory, name, files, target in CONVERSIONS:
+        new = tmp_path / f"{directory}-{name}.keras"
+        assert main(_convert_argv(directory, files, target, new)) == 0
+        out, err = capsys.readouterr()
+        assert err == ""
+        assert f"wrote:         {new}" in out and "layers:" in out
+        assert "__array__" not in out  # only keras_bn's own warnings
+        pairs += [str(new), str(REAL / directory / f"{name}.npz")]
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        f"{d}-{n}.keras" for d, n, _, _ in CONVERSIONS
+    )
+    # Loaded in a fresh process: keras_bn's layer deserializes from the file.
+    result = run([sys.executable, "-c", FRESH, *pairs])
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == len(CONVERSIONS)
+    for line in lines:
+        assert " True True " in line, line
+
+
+def _unknown_layer(tmp_path):
+    source = REAL / "keras-1.0.8-theano" / "dense.json"
+    config = json.loads(source.read_text())
+    config["config"][1]["class_name"] = "Highway"
+    path = tmp_path / "unknown.json"
+    path.write_text(json.dumps(config))
+    weights = REAL / "keras-1.0.8-theano" / "dense.weights.h5"
+    return [str(path), "--weights", str(weights)], "(Highway)"
+
+
+def _truncated(tmp_path):
+    path = tmp_path / "cut.h5"
+    source = REAL / "keras-2.2.4-tensorflow" / "dense.model.h5"
+    path.write_bytes(source.read_bytes()[:3000])
+    return [str(path)], "cut.h5"
+
+
+def _misfit(tmp_path):
+    directory = REAL / "keras-1.0.8-theano"
+    weights = str(directory / "conv1d.weights.h5")
+    return [str(directory / "dense.json"), "--weights", weights], "conv1d.weights.h5"
+
+
+@pytest.mark.parametrize("bad", [_unknown_layer, _truncated, _misfit])
+def test_convert_refuses_bad_input_and_writes_nothing(tmp_path, capsys, bad):
+    old, expected = bad(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    new = out_dir / "new.keras"
+    assert main(["convert", old[0], str(new), *old[1:]]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("keras-bn: error: ")
+    assert expected in err
+    assert os.listdir(out_dir) == []
+
+
+def test_convert_needs_weights_for_an_architecture_and_a_keras_name(tmp_path, capsys):
+    directory = REAL / "keras-1.0.8-theano"
+    assert (
+        main(["convert", str(directory / "dense.json"), str(tmp_path / "a.keras")]) == 1
+    )
+    assert "weights" in capsys.readouterr().err
+    new = tmp_path / "a.h5"
+    assert main(["convert", str(directory / "dense.model.h5"), str(new)]) == 1
+    assert "ending in .keras" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []

@@ -9,6 +9,7 @@ BatchNormalization's epsilon, the convolutions' ``dim_ordering``).
 """
 
 import dataclasses
+import os
 import warnings
 
 import keras
@@ -23,6 +24,7 @@ from keras_bn.legacy.reading import read_weights
 __all__ = ["Rebuilt", "load_model", "rebuild"]
 
 _HDF5 = b"\x89HDF\r\n\x1a\n"
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 @dataclasses.dataclass
@@ -212,7 +214,11 @@ def rebuild(path, *, weights=None, batch_normalization="keras_bn",
         warnings.simplefilter("always")
         load_weights(model, weights_path, **options)
     layers, conversions, assumptions = _describe(arch, plans, held, options, transpose)
-    assumptions += [" ".join(str(w.message).split()) for w in caught]
+    assumptions += [
+        " ".join(str(w.message).split())
+        for w in caught
+        if os.path.abspath(w.filename).startswith(_PACKAGE)  # not numpy's, h5py's
+    ]
     return Rebuilt(model, layers, conversions, assumptions)
 
 
