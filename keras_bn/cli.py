@@ -9,7 +9,8 @@ one-line error (`keras_bn.legacy.LegacyFileError`'s message, never a
 traceback) and exit status 1.
 
 ``keras-bn convert OLD NEW.keras [--weights W.h5] [--batch-normalization
-keras_bn|keras]`` rebuilds an old Keras model (a whole-model HDF5 file, or a
+keras_bn|keras] [--backend theano|tensorflow]`` rebuilds an old Keras model
+(a whole-model HDF5 file, or a
 ``to_json()``/``to_yaml()`` architecture with ``--weights``) as a Keras 3
 model with `keras_bn.legacy.load_model` and saves it as ``NEW.keras``;
 channels-first convolutions run channels-last between ``Permute`` layers, so
@@ -93,7 +94,7 @@ def _inspect(path):
     return lines
 
 
-def _convert(old, new, weights, batch_normalization):
+def _convert(old, new, weights, batch_normalization, backend=None):
     """Rebuilds ``old``, saves it as ``new``; the report as lines of text."""
     new = os.path.abspath(new)
     if not new.endswith(".keras"):
@@ -108,7 +109,7 @@ def _convert(old, new, weights, batch_normalization):
         warnings.simplefilter("ignore")  # load_weights' land in assumptions
         rebuilt = models.rebuild(
             old, weights=weights, batch_normalization=batch_normalization,
-            channels_first="transpose",
+            channels_first="transpose", backend=backend,
         )  # fmt: skip
         descriptor, temporary = tempfile.mkstemp(
             prefix=".keras-bn-convert-", suffix=".keras", dir=folder
@@ -178,6 +179,12 @@ def main(argv=None):
         default="keras_bn",
         help="keras_bn.BatchNormalization (default) or the stock layer",
     )
+    convert.add_argument(
+        "--backend",
+        choices=("theano", "tensorflow"),
+        help="the old backend, where the files do not record it (Keras 0.x "
+        "models with convolutions)",
+    )
     arguments = parser.parse_args(argv)
     source = arguments.file if arguments.command == "inspect" else arguments.old
     try:
@@ -186,7 +193,7 @@ def main(argv=None):
         else:
             lines = _convert(
                 arguments.old, arguments.new, arguments.weights,
-                arguments.batch_normalization,
+                arguments.batch_normalization, arguments.backend,
             )  # fmt: skip
     except legacy.LegacyFileError as error:
         return _error(str(error))

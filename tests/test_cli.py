@@ -149,11 +149,12 @@ def test_python_dash_m_and_the_entry_point(tmp_path, arrays):
 REAL = Path(__file__).resolve().parent / "fixtures" / "real"
 
 # (release directory, model, files, batch normalization): a Keras 1.x
-# whole-model channels-first convolution, a Keras 0.x Graph from JSON + weights,
-# a Keras 2.x whole model into the stock layer.
+# whole-model channels-first convolution, a Keras 0.x convolution from JSON +
+# weights (--backend: 0.x files do not record it), a Keras 2.x whole model
+# into the stock layer.
 CONVERSIONS = [
     ("keras-1.0.8-theano", "conv2d_cf", ["conv2d_cf.model.h5"], "keras_bn"),
-    ("keras-0.3.3-theano", "graph", ["graph.json", "graph.weights.h5"], "keras_bn"),
+    ("keras-0.3.3-theano", "conv1d", ["conv1d.json", "conv1d.weights.h5"], "keras_bn"),
     ("keras-2.2.4-tensorflow", "conv1d", ["conv1d.model.h5"], "keras"),
 ]
 
@@ -175,6 +176,8 @@ def _convert_argv(directory, files, target, new):
     argv = ["convert", str(REAL / directory / files[0]), str(new)]
     if len(files) > 1:
         argv += ["--weights", str(REAL / directory / files[1])]
+    if directory.startswith("keras-0."):
+        argv += ["--backend", directory.rsplit("-", 1)[1]]  # not in 0.x files
     return argv + ["--batch-normalization", target]
 
 
