@@ -317,9 +317,6 @@ class BatchNormalization(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    # Until keras_bn/convert.py calls feature_axes (its owner's change).
-    _feature_axes = feature_axes
-
     @property
     def reduction_axes(self):
         """The axes a built layer takes its statistics over: the batch axis

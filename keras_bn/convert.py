@@ -2,7 +2,7 @@
 
 Every other Batch Normalization keeps a running *variance* where the seed
 keeps a running *standard deviation*, and each puts its epsilon elsewhere
-(SEMANTICS.md, "Exact conversion at inference"). The converters here carry
+(docs/semantics.md, "Exact conversion at inference"). The converters here carry
 the weights over so that the two layers agree at inference for every input:
 
 - `from_keras` / `to_keras`: to and from `keras.layers.BatchNormalization`;
@@ -204,7 +204,7 @@ def to_keras(layer, *, epsilon=None):
             "keras.layers.BatchNormalization only normalizes featurewise (mode 0)."
         )
     rank = _built_input_rank(layer)
-    feature_axes = layer._feature_axes(rank)
+    feature_axes = layer.feature_axes(rank)
     if len(feature_axes) != 1:
         raise ValueError(
             f"layer: '{layer.name}' keeps statistics over the feature axes "

@@ -1,8 +1,8 @@
 """Writers of legacy Keras HDF5 weight files, one function per layout.
 
 Each writes what that Keras version's ``save_weights`` (or ``save_model``)
-wrote, with the group, dataset and attribute names and types of
-SEMANTICS.md, "Legacy HDF5 weight files": text attributes as bytes, and
+wrote, with the group, dataset and attribute names and types that
+docs/legacy.md describes: text attributes as bytes, and
 lists of names as arrays of fixed-length bytes, as old h5py stored them.
 The tests (and the legacy-weights notebook) build fixture files with them
 in a temporary directory; nothing binary is committed.
