@@ -37,6 +37,16 @@ def seed_samplewise(x, gamma, beta, epsilon):
     return gamma * (x - m) / (std + epsilon) + beta
 
 
+def keras1_samplewise(x, gamma, beta, epsilon):
+    """Keras 1.x's mode 1, from its source: ``m = K.mean(x, axis=-1)``,
+    ``std = K.sqrt(K.var(x, axis=-1) + epsilon)``,
+    ``gamma * (x - m) / (std + epsilon) + beta``."""
+    x = np.asarray(x, dtype="float64")
+    m = x.mean(axis=-1, keepdims=True)
+    std = np.sqrt(x.var(axis=-1, keepdims=True) + epsilon)
+    return gamma * (x - m) / (std + epsilon) + beta
+
+
 def seed_running_update(running, batch_value, momentum):
     return momentum * running + (1 - momentum) * batch_value
 

@@ -13,6 +13,7 @@ from conftest import (
 )
 from reference import (
     broadcast_shape,
+    keras1_samplewise,
     seed_batch_statistics,
     seed_featurewise,
     seed_running_update,
@@ -409,16 +410,6 @@ def test_masked_ghost_batches_weigh_their_statistics_by_count(rng):
 
 
 # -- samplewise_epsilon_in_root (Keras 1.x's mode 1) ------------------------------
-
-
-def keras1_samplewise(x, gamma, beta, epsilon):
-    """Keras 1.x's mode 1, from its source: ``m = K.mean(x, axis=-1)``,
-    ``std = K.sqrt(K.var(x, axis=-1) + epsilon)``,
-    ``gamma * (x - m) / (std + epsilon) + beta``."""
-    x = np.asarray(x, dtype="float64")
-    m = x.mean(axis=-1, keepdims=True)
-    std = np.sqrt(x.var(axis=-1, keepdims=True) + epsilon)
-    return gamma * (x - m) / (std + epsilon) + beta
 
 
 @pytest.mark.parametrize("training", [True, False])

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from conftest import BACKEND, dtype_scope, numeric_gradient, to_numpy
 from reference import (
+    keras1_samplewise,
     seed_batch_statistics,
     seed_featurewise,
     seed_samplewise,
@@ -132,16 +133,6 @@ def test_featurewise_train_takes_parameters_of_the_feature_shape(rng, shape):
     x, gamma, beta, upstream = random_inputs(rng, shape, shape[-1:])
 
     assert_gradients_match(*featurewise_pair(axes), x, gamma, beta, upstream)
-
-
-def keras1_samplewise(x, gamma, beta, epsilon):
-    """Keras 1.x's mode 1, from its source: ``m = K.mean(x, axis=-1)``,
-    ``std = K.sqrt(K.var(x, axis=-1) + epsilon)``,
-    ``gamma * (x - m) / (std + epsilon) + beta``."""
-    x = np.asarray(x, dtype="float64")
-    m = x.mean(axis=-1, keepdims=True)
-    std = np.sqrt(x.var(axis=-1, keepdims=True) + epsilon)
-    return gamma * (x - m) / (std + epsilon) + beta
 
 
 SAMPLEWISE = {
