@@ -325,6 +325,7 @@ def test_config_round_trip():
     assert clone.built
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", [".keras", ".weights.h5"])
 def test_saved_model_loads_in_fresh_process(rng, tmp_path, fmt):
     shape = (5,)
@@ -426,9 +427,15 @@ def bad_weight_lists(rng):
     ]
 
 
-@pytest.mark.parametrize("case", range(8))
-def test_bad_weight_lists_leave_the_layer_unchanged(rng, case):
-    weights, error, message = bad_weight_lists(rng)[case]
+BAD_WEIGHT_LISTS = bad_weight_lists(np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    "weights, error, message",
+    BAD_WEIGHT_LISTS,
+    ids=[message for _, _, message in BAD_WEIGHT_LISTS],
+)
+def test_bad_weight_lists_leave_the_layer_unchanged(rng, weights, error, message):
     layer = BatchNormalization((3,), weights=random_weights(rng, (3,)))
     before = layer.get_weights()
     with pytest.raises(error, match=message):
@@ -441,17 +448,23 @@ def test_bad_weight_lists_leave_the_layer_unchanged(rng, case):
 
 def test_input_that_does_not_fit_the_built_layer(rng):
     layer = BatchNormalization((3,))
-    with pytest.raises(ValueError, match="expected axis|incompatible|shape"):
+    with pytest.raises(
+        ValueError, match="expected axis 1 of input shape to have value 3"
+    ):
         layer(rng.normal(size=(4, 5)).astype("float32"))
-    with pytest.raises(ValueError, match="ndim|rank"):
+    with pytest.raises(ValueError, match="expected ndim=2, found ndim=3"):
         layer(rng.normal(size=(4, 3, 1)).astype("float32"))
 
 
 # -- Keras' own layer contract ----------------------------------------------------
 
 
+# run_layer_test is private Keras API, checked on Keras 3.10 to 3.15 (the dev
+# extra pins that range). Elsewhere a user's run skips it; CI never does, so a
+# contract test that cannot run there fails instead of passing unseen.
 @pytest.mark.skipif(
-    not (3, 10) <= tuple(int(p) for p in keras.__version__.split(".")[:2]) < (3, 16),
+    not (3, 10) <= tuple(int(p) for p in keras.__version__.split(".")[:2]) < (3, 16)
+    and not os.environ.get("CI"),
     reason="run_layer_test is private Keras API, checked on Keras 3.10 to 3.15",
 )
 @pytest.mark.parametrize("mode", [0, 1])

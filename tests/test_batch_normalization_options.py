@@ -238,17 +238,20 @@ def test_constraints_apply_after_each_step(rng):
 # -- masking ------------------------------------------------------------------------
 
 
+# A large epsilon too: at 1e-6, dropping it from either place moves the
+# statistics by less than the tolerance.
+@pytest.mark.parametrize("epsilon", [1e-6, 0.5])
 @pytest.mark.parametrize("axis", [None, -1])
-def test_masked_positions_enter_no_statistics(rng, axis):
+def test_masked_positions_enter_no_statistics(rng, axis, epsilon):
     x = rng.normal(size=(6, 5, 3)).astype("float32")
     mask = rng.uniform(size=(6, 5)) > 0.3
     mask[:, 0] = True  # every per-activation statistic keeps some samples
     x_with_garbage = np.where(mask[..., None], x, 1e4).astype("float32")
-    layer = BatchNormalization(axis=axis, momentum=0.0)
+    layer = BatchNormalization(axis=axis, momentum=0.0, epsilon=epsilon)
     y = to_numpy(layer(x_with_garbage, training=True, mask=mask))
     reduction_axes = (0,) if axis is None else (0, 1)
-    mean, std = seed_batch_statistics(x, 1e-6, reduction_axes, mask[..., None])
-    expected = seed_featurewise(x, 1.0, 0.0, mean, std, 1e-6)
+    mean, std = seed_batch_statistics(x, epsilon, reduction_axes, mask[..., None])
+    expected = seed_featurewise(x, 1.0, 0.0, mean, std, epsilon)
     np.testing.assert_allclose(y[mask], expected[mask], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(
         layer.get_weights()[2], mean.reshape(layer.get_weights()[2].shape), atol=1e-4

@@ -7,6 +7,10 @@ import subprocess
 import sys
 
 import keras
+import pytest
+
+# Subprocess runs and exports: minutes, not seconds (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()

@@ -128,6 +128,7 @@ def run(command):
     )
 
 
+@pytest.mark.slow
 def test_python_dash_m_and_the_entry_point(tmp_path, arrays):
     path = tmp_path / "weights.h5"
     EXAMPLES[0].write(path, arrays)
@@ -181,6 +182,7 @@ def _convert_argv(directory, files, target, new):
     return argv + ["--batch-normalization", target]
 
 
+@pytest.mark.slow
 def test_convert_writes_keras_files_that_predict_what_the_release_did(tmp_path, capsys):
     pairs = []
     for directory, name, files, target in CONVERSIONS:

@@ -33,6 +33,7 @@ def max_difference(a, b):
     return max(np.max(np.abs(np.asarray(u) - np.asarray(v))) for u, v in zip(a, b))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution runs on JAX")
 @pytest.mark.parametrize("layout", ["data_parallel", "model_parallel"])
 def test_jax_distribution_gives_global_statistics(layout):
@@ -41,6 +42,7 @@ def test_jax_distribution_gives_global_statistics(layout):
     assert max_difference(result["single"], result["distributed"]) < 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute")
 def test_tf_mirrored_strategy_synchronized_equals_single_device():
     synced = distributed_run("tensorflow", "synchronized")
@@ -51,21 +53,28 @@ def test_tf_mirrored_strategy_synchronized_equals_single_device():
     assert max_difference(unsynced["bn_single"], unsynced["bn_distributed"]) > 1e-2
 
 
-def test_synchronized_on_each_backend():
+# A large epsilon too: at 1e-6, dropping it moves the std by less than the
+# tolerance.
+@pytest.mark.parametrize("epsilon", [1e-6, 0.5])
+def test_synchronized_on_each_backend(epsilon):
     if BACKEND == "torch":
         with pytest.raises(ValueError, match="synchronized"):
             BatchNormalization(synchronized=True)
         return
     # Outside a distribution, synchronized statistics are the batch's own.
     x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
-    layer = BatchNormalization(synchronized=True)
-    mean, std = seed_batch_statistics(x, 1e-6)
+    layer = BatchNormalization(synchronized=True, epsilon=epsilon, momentum=0.0)
+    mean, std = seed_batch_statistics(x, epsilon)
     np.testing.assert_allclose(
         to_numpy(layer(x, training=True)),
-        seed_featurewise(x, 1.0, 0.0, mean, std, 1e-6),
+        seed_featurewise(x, 1.0, 0.0, mean, std, epsilon),
         rtol=1e-5,
         atol=1e-5,
     )
+    # momentum 0: the running estimates are the batch statistics.
+    running_mean, running_std = layer.get_weights()[2:]
+    np.testing.assert_allclose(running_mean, mean.ravel(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(running_std, std.ravel(), rtol=1e-5, atol=1e-6)
 
 
 # -- ghost batches ----------------------------------------------------------------
@@ -121,6 +130,7 @@ def test_virtual_batch_size_with_synchronized_is_refused():
         BatchNormalization(virtual_batch_size=4, synchronized=True)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BACKEND == "torch", reason="Keras distributes on JAX and TF")
 def test_distributed_demo_shows_global_statistics():
     script = os.path.join(os.path.dirname(HERE), "scripts", "distributed_demo.py")

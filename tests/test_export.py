@@ -24,6 +24,9 @@ from reference import seed_featurewise, seed_samplewise
 
 from keras_bn import BatchNormalization
 
+# Subprocess runs and exports: minutes, not seconds (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
+
 SAMPLE_SHAPE = (3, 4)
 EPSILON = 1e-3
 TRACED_BATCH, RUN_BATCH = 2, 7

@@ -243,6 +243,7 @@ def test_sample_order_visits_every_sample_once_per_pass():
     assert not np.array_equal(order[:10], order[10:20])
 
 
+@pytest.mark.slow
 def test_keras_bn_trains_like_the_stock_layer(split):
     # In training both layers normalize with the batch statistics, and with
     # epsilon 1e-6 their formulas differ by about 1e-6 in the denominator:
@@ -272,6 +273,7 @@ def test_keras_bn_trains_like_the_stock_layer(split):
     )
 
 
+@pytest.mark.slow
 def test_batch_normalization_learns_faster(split):
     # The experiment's point, at its start: docs/semantics.md records 95% after
     # 84 steps with the normalization, while the plain network is still at
@@ -330,6 +332,7 @@ def test_steps_to_reach_is_the_first_checkpoint_at_the_target():
 # -- compare and the figure ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_compare_trains_each_network_from_one_start(split):
     calls = []
     records = figure1.compare(
@@ -438,6 +441,7 @@ def run_demo(*arguments, cwd):
     )
 
 
+@pytest.mark.slow
 def test_demo_prints_the_table_and_saves_the_figure(tmp_path):
     result = run_demo(
         "--steps", "63", "--seed", "3", "--output", "fig.png", cwd=tmp_path
@@ -469,6 +473,7 @@ def test_demo_prints_the_table_and_saves_the_figure(tmp_path):
         assert file.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "arguments, message",
     [(["--steps", "0"], "--steps"), (["--seed", "-1"], "--seed")],

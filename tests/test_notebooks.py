@@ -17,10 +17,13 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
-    reason="the notebooks run on the default backend (TensorFlow) only",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
+        reason="the notebooks run on the default backend (TensorFlow) only",
+    ),
+]
 
 NOTEBOOK_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks"
