@@ -15,7 +15,7 @@ legacy file loader (`keras_bn.legacy`) uses it too.
 import keras
 import numpy as np
 
-from keras_bn import functional
+from keras_bn import _validation, functional
 from keras_bn.batch_normalization import BatchNormalization
 
 __all__ = ["convert_running_statistic", "from_keras", "from_torch", "to_keras"]
@@ -49,12 +49,10 @@ def convert_running_statistic(
         ValueError: when the target cannot express the source's denominator
             (it would need a negative std or variance).
     """
-    if form not in SOURCE_FORMS:
-        raise ValueError(f"form: expected one of {SOURCE_FORMS}, got {form!r}.")
-    if target_form not in ("std", "variance"):
-        raise ValueError(
-            f"target_form: expected 'std' or 'variance', got {target_form!r}."
-        )
+    _validation.one_of("form", form, SOURCE_FORMS, expected=f"one of {SOURCE_FORMS}")
+    _validation.one_of(
+        "target_form", target_form, ("std", "variance"), expected="'std' or 'variance'"
+    )
     fourth = np.asarray(fourth, dtype="float64")
     if form != "std" and np.any(fourth < 0):
         raise ValueError(
@@ -213,6 +211,9 @@ def to_keras(layer, *, epsilon=None):
         )
     if epsilon is None:
         epsilon = layer.epsilon
+    epsilon = _validation.number(
+        "epsilon", epsilon, expected="None or a positive finite number", positive=True
+    )
     # Converted before the new layer exists: a failure leaves nothing behind.
     moving_variance = convert_running_statistic(
         layer.running_std.numpy(),
@@ -291,6 +292,13 @@ def from_torch(module, *, axis=1, momentum=None):
                 "keras_bn.recompute_statistics for a cumulative average."
             )
         momentum = 1.0 - module.momentum
+    momentum = _validation.number(
+        "momentum",
+        momentum,
+        expected="None or a number in [0, 1]",
+        minimum=0,
+        maximum=1,
+    )
 
     def array(tensor):
         return None if tensor is None else tensor.detach().cpu().double().numpy()

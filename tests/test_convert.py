@@ -199,6 +199,11 @@ def test_to_keras_refuses_what_the_stock_layer_cannot_express(rng):
     small.set_weights([np.ones(3), np.zeros(3), np.zeros(3), np.full(3, 0.01)])
     with pytest.raises(ValueError, match="moving_variance would be negative"):
         convert.to_keras(small, epsilon=0.1)
+    # The new layer's epsilon: a wrong type, then a wrong value.
+    with pytest.raises(TypeError, match="epsilon: expected None or a positive"):
+        convert.to_keras(small, epsilon="small")
+    with pytest.raises(ValueError, match="epsilon: expected None or a positive"):
+        convert.to_keras(small, epsilon=0.0)
 
 
 # -- torch.nn.BatchNorm*d -> keras_bn --------------------------------------------
@@ -282,6 +287,14 @@ def test_from_torch_momentum_convention_matches_a_training_step(rng):
         )
 
 
+@pytest.mark.parametrize(
+    "momentum, error", [(1.5, ValueError), (-0.1, ValueError), ("0.9", TypeError)]
+)
+def test_from_torch_refuses_a_bad_momentum(momentum, error):
+    with pytest.raises(error, match=r"momentum: expected None or a number in \[0, 1\]"):
+        convert.from_torch(torch.nn.BatchNorm1d(3), momentum=momentum)
+
+
 def test_from_torch_cumulative_momentum_needs_a_choice(rng):
     module = trained_module(torch.nn.BatchNorm1d, (8, 3), rng, momentum=None)
     with pytest.raises(ValueError, match="momentum=0.9"):
@@ -340,3 +353,8 @@ def test_convert_running_statistic_keeps_the_denominator(
 def test_convert_running_statistic_refuses_bad_input(arguments, message):
     with pytest.raises(ValueError, match=message):
         convert.convert_running_statistic(*arguments)
+
+
+def test_convert_running_statistic_refuses_a_form_that_is_not_a_string():
+    with pytest.raises(TypeError, match="form: expected one of"):
+        convert.convert_running_statistic([1.0], 3, 1e-3, "std", 1e-6, "Layer 'bn'")
