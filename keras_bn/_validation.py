@@ -255,3 +255,32 @@ def option_combinations(mode, synchronized, virtual_batch_size, epsilon_in_root)
             f"(samplewise) only, got mode={mode}; mode 0 already takes "
             "epsilon inside the root of its std."
         )
+
+
+def seed_arguments(input_shape, epsilon, mode, momentum, axis):
+    """The layer's seed arguments and ``axis``, checked, as the layer keeps
+    them."""
+    if input_shape is not None:
+        input_shape = int_tuple(
+            "input_shape",
+            input_shape,
+            expected="the shape of one sample, a non-empty tuple of "
+            "positive ints such as (64,)",
+            minimum=1,
+        )
+    epsilon = number(
+        "epsilon", epsilon, expected="a positive finite number", positive=True
+    )
+    mode = one_of("mode", mode, (0, 1), expected="0 (featurewise) or 1 (samplewise)")
+    momentum = number(
+        "momentum", momentum, expected="a number in [0, 1]", minimum=0, maximum=1
+    )
+    if axis is not None:
+        axis = int_tuple(
+            "axis",
+            axis,
+            expected="None, an int or a non-empty tuple of ints",
+            allow_int=True,
+            distinct=True,
+        )
+    return input_shape, epsilon, mode, momentum, axis

@@ -12,38 +12,6 @@ from keras_bn import _training, _validation, functional
 __all__ = ["BatchNormalization"]
 
 
-def _checked_arguments(input_shape, epsilon, mode, momentum, axis):
-    """The seed's arguments and ``axis``, checked (keras_bn/_validation.py's
-    rule: a wrong type is a TypeError, a wrong value a ValueError)."""
-    check = _validation
-    if input_shape is not None:
-        input_shape = check.int_tuple(
-            "input_shape",
-            input_shape,
-            expected="the shape of one sample, a non-empty tuple of "
-            "positive ints such as (64,)",
-            minimum=1,
-        )
-    epsilon = check.number(
-        "epsilon", epsilon, expected="a positive finite number", positive=True
-    )
-    mode = check.one_of(
-        "mode", mode, (0, 1), expected="0 (featurewise) or 1 (samplewise)"
-    )
-    momentum = check.number(
-        "momentum", momentum, expected="a number in [0, 1]", minimum=0, maximum=1
-    )
-    if axis is not None:
-        axis = check.int_tuple(
-            "axis",
-            axis,
-            expected="None, an int or a non-empty tuple of ints",
-            allow_int=True,
-            distinct=True,
-        )
-    return input_shape, epsilon, mode, momentum, axis
-
-
 @keras.saving.register_keras_serializable(package="keras_bn")
 class BatchNormalization(keras.layers.Layer):
     """Batch Normalization with the 2015 Keras layer's semantics.
@@ -198,7 +166,7 @@ class BatchNormalization(keras.layers.Layer):
         **kwargs,
     ):
         input_shape, self.epsilon, self.mode, self.momentum, self.axis = (
-            _checked_arguments(input_shape, epsilon, mode, momentum, axis)
+            _validation.seed_arguments(input_shape, epsilon, mode, momentum, axis)
         )
         self.center = bool(center)
         self.scale = bool(scale)
