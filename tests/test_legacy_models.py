@@ -14,7 +14,6 @@ wherever it cannot compute the same (tests/real_fixtures.py's ``supports``).
 import json
 import warnings
 
-import keras
 import numpy as np
 import pytest
 import real_fixtures as rf
@@ -22,13 +21,6 @@ import real_fixtures as rf
 from keras_bn import legacy
 
 FIXTURES = rf.fixtures()
-
-
-@pytest.fixture(autouse=True)
-def _clear_session():
-    """conftest's, without its garbage collection (half a second a test)."""
-    keras.backend.clear_session(free_memory=False)
-    yield
 
 
 def _no_statistics(fixture):
