@@ -97,20 +97,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--no-fold", action="store_true", help="skip the fold_batchnorm benchmark"
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="on PyTorch, intra-op threads (default: PyTorch's)",
-    )
-    parser.add_argument(
-        "--json",
-        default=None,
-        help="where to write the results (default: benchmark-<backend>.json)",
-    )
-    args = parser.parse_args(argv)
-    if args.repeats < 3:
-        parser.error(f"--repeats: expected at least 3, got {args.repeats}.")
+    args = harness.parse_with_common_options(parser, argv, "benchmark")
     args.fold_batch = 64
     if args.quick:
         args.repeats, args.shapes, args.fold_batch = QUICK_REPEATS, QUICK_SHAPES, 4

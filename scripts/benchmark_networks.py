@@ -77,20 +77,7 @@ def parse_args(argv=None):
         action="store_true",
         help="a smoke run: batch 2, 2 rounds, and by default the conv net only",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="on PyTorch, intra-op threads (default: PyTorch's)",
-    )
-    parser.add_argument(
-        "--json",
-        default=None,
-        help="where to write the results (default: networks-<backend>.json)",
-    )
-    args = parser.parse_args(argv)
-    if args.repeats < 3:
-        parser.error(f"--repeats: expected at least 3, got {args.repeats}.")
+    args = harness.parse_with_common_options(parser, argv, "networks")
     if args.networks is None:
         args.networks = QUICK_NETWORKS if args.quick else NETWORKS
     if args.quick:

@@ -349,3 +349,23 @@ def ratio_row(samples, name, reference, target=None, **extra):
         "target": target,
         "met": None if target is None else bool(ratio <= target),
     }
+
+
+def parse_with_common_options(parser, argv, json_stem):
+    """Adds the options every benchmark script takes (``--threads``,
+    ``--json``), parses, and checks ``--repeats`` (a median needs 3)."""
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="on PyTorch, intra-op threads (default: PyTorch's)",
+    )
+    parser.add_argument(
+        "--json",
+        default=None,
+        help=f"where to write the results (default: {json_stem}-<backend>.json)",
+    )
+    args = parser.parse_args(argv)
+    if args.repeats < 3:
+        parser.error(f"--repeats: expected at least 3, got {args.repeats}.")
+    return args
