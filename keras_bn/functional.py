@@ -292,22 +292,23 @@ def _featurewise_backward(upstream, x, gamma, mean, std, epsilon, axes):
 
         dx = gamma / d * (dy - sum(dy) / n
                           - (x - mean) * sum(dy * (x - mean)) / (n * std * d))
-           = dy * scale + x * slope - (scale * sum(dy) / n + mean * slope)
+           = dy * scale + (x - mean) * slope - scale * sum(dy) / n
 
     with ``scale = gamma / d``: two sums over ``dy`` and ``x`` and one
-    multiply-add pass, no full-size temporary. Eager PyTorch replaces it
-    with ATen's fused kernel (``_backend``).
+    multiply-add pass, no full-size temporary. ``x - mean`` is taken inside
+    each pass, not written out: in ``sum(dy * x) - mean * sum(dy)`` and
+    ``x * slope - mean * slope`` a batch far from zero (float32, a mean 1000
+    times the std) would cancel its own digits away. Eager PyTorch replaces
+    it with ATen's fused kernel (``_backend``), which centers the same way.
     """
     count = _reduction_count(x, axes)
     scale = gamma / (std + epsilon)
     sum_dy = _sum(upstream, axes)
-    # sum(dy * (x - mean)) from sums over x and dy as they are: XLA fuses
-    # each into one read, where a shared (x - mean) would be written out in
-    # full.
-    sum_dy_centered = _sum(upstream * x, axes) - mean * sum_dy
+    centered = x - mean
+    sum_dy_centered = _sum(upstream * centered, axes)
     slope = -scale * sum_dy_centered / (count * std * (std + epsilon))
-    shift = scale * sum_dy / count + mean * slope
-    return upstream * scale + x * slope - shift, sum_dy_centered, sum_dy
+    shift = scale * sum_dy / count
+    return upstream * scale + centered * slope - shift, sum_dy_centered, sum_dy
 
 
 def std_from_variance(variance, variance_epsilon, std_epsilon):

@@ -135,6 +135,64 @@ def test_featurewise_train_takes_parameters_of_the_feature_shape(rng, shape):
     assert_gradients_match(*featurewise_pair(axes), x, gamma, beta, upstream)
 
 
+def test_featurewise_train_gradients_of_a_batch_far_from_zero(rng):
+    """float32, 2^16 rows, features of mean 1000 (std 1) and -3 (std 0.01):
+    the gradients must center x before multiplying (``sum(dy * x) - mean *
+    sum(dy)`` loses the spread's digits to the mean's, a gamma gradient off
+    by about 2e-4 of its size here, dx by 1e-6)."""
+    rows, epsilon = 2**16, 1e-3
+    x = rng.normal(0.0, 1.0, size=(rows, 4))
+    x[:, 1] = rng.normal(1000.0, 1.0, size=rows)
+    x[:, 2] = rng.normal(-3.0, 0.01, size=rows)
+    x = x.astype("float32")
+    upstream = rng.normal(size=(rows, 4)).astype("float32")
+    gamma = rng.uniform(0.5, 1.5, 4).astype("float32")
+    beta = rng.normal(size=4).astype("float32")
+
+    def function(x, gamma, beta):
+        return functional.featurewise_train(x, gamma, beta, (0,), epsilon)[0]
+
+    dx, dgamma, dbeta = gradients(function, upstream, x, gamma, beta)
+
+    exact_x, exact_dy = x.astype("float64"), upstream.astype("float64")
+    mean, std = seed_batch_statistics(exact_x, epsilon, (0,))
+
+    def loss(gamma):
+        y = seed_featurewise(exact_x, gamma, beta, mean, std, epsilon)
+        return np.sum(y * exact_dy)
+
+    # The loss is linear in gamma: central differences are exact up to
+    # float64 rounding.
+    expected_dgamma = numeric_gradient(loss, gamma.astype("float64"), step=1e-3)
+    # dx by the seed's formula differentiated by hand (the small-shape tests
+    # above hold the closed form to finite differences):
+    # d = std + eps, dx = gamma / d * (dy - mean(dy)
+    #                      - (x - mean) * sum(dy * (x - mean)) / (n * std * d))
+    d = std + epsilon
+    centered = exact_x - mean
+    expected_dx = (
+        gamma
+        / d
+        * (
+            exact_dy
+            - exact_dy.mean(axis=0)
+            - centered * np.sum(exact_dy * centered, axis=0) / (rows * std * d)
+        )
+    )
+
+    def relative_error(got, expected):
+        return np.max(np.abs(got - expected)) / np.max(np.abs(expected))
+
+    # PyTorch's fused backward kernel (keras_bn/_backend/torch.py) centers
+    # too, but sums each feature's rows one after another in float32, as
+    # torch.nn.BatchNorm's own backward does: measured 6e-5 for gamma and
+    # 3e-6 for beta here, against 2e-6 and 3e-7 for cascaded sums.
+    sums_tolerance = 2e-4 if BACKEND == "torch" else 2e-5
+    assert relative_error(dgamma, expected_dgamma) < sums_tolerance
+    assert relative_error(dbeta, exact_dy.sum(axis=0)) < sums_tolerance
+    assert relative_error(dx, expected_dx) < 5e-7
+
+
 SAMPLEWISE = {
     # function name: the phase it serves, and how it differentiates
     "samplewise_normalize": "training, closed-form gradient",
