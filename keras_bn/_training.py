@@ -152,23 +152,23 @@ def update_running(layer, mean, std, count=None, nonempty=None):
     boolean tensor) is false; with ``skip_non_finite``, so does a feature
     whose statistics still came out non-finite (sums beyond the dtype's
     range)."""
-    shape = layer.running_mean.shape
-    dtype = layer.running_mean.dtype
-    momentum = ops.convert_to_tensor(layer.momentum, dtype=dtype)
+    running = (layer.running_mean, layer.running_std)
     batch_values = [
-        ops.cast(ops.reshape(ops.stop_gradient(value), shape), dtype)
-        for value in (mean, std)
+        functional.detached_like(value, variable.value)
+        for value, variable in zip((mean, std), running)
     ]
-    keep = None if count is None else ops.reshape(count, shape) > 0
+    momentum = functional.constant_like(layer.momentum, batch_values[0])
+    keep = None if count is None else ops.reshape(count, running[0].shape) > 0
     if layer.skip_non_finite:
         finite = ops.logical_and(*(ops.isfinite(v) for v in batch_values))
         keep = finite if keep is None else ops.logical_and(keep, finite)
     if nonempty is not None:
         keep = nonempty if keep is None else ops.logical_and(keep, nonempty)
-    for variable, batch_value in zip(
-        (layer.running_mean, layer.running_std), batch_values
-    ):
-        updated = functional.moving_average(variable, batch_value, momentum)
+    for variable, batch_value in zip(running, batch_values):
+        # The variable's value, not the variable: arithmetic on a Keras
+        # variable is a Keras op, on its tensor the backend's own.
+        value = variable.value
+        updated = functional.moving_average(value, batch_value, momentum)
         if keep is not None:
-            updated = ops.where(keep, updated, variable.value)
+            updated = ops.where(keep, updated, value)
         variable.assign(updated)

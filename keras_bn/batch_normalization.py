@@ -382,11 +382,10 @@ class BatchNormalization(keras.layers.Layer):
         # float16/bfloat16 statistics overflow easily: compute in float32 (or
         # wider), and give back the compute dtype.
         dtype = functional.statistics_dtype(inputs.dtype)
-        x = ops.cast(inputs, dtype)
-        # Made directly in the statistics' dtype: a Python float meeting a
-        # float64 tensor is rounded to float32 first on torch, and
-        # ops.cast(float) rounds it on TensorFlow.
-        epsilon = ops.convert_to_tensor(self.epsilon, dtype=dtype)
+        x = functional.as_dtype(inputs, dtype)
+        # In the statistics' dtype: a Python float meeting a float64 tensor
+        # is rounded to float32 first on torch.
+        epsilon = functional.constant_like(self.epsilon, x)
         # Without scale or center, constant per-feature tensors stand in: they
         # cost one per-feature op, and keep a single code path.
         if self.scale:
@@ -417,19 +416,19 @@ class BatchNormalization(keras.layers.Layer):
                 y = functional.samplewise_inference(
                     x, gamma, beta, epsilon, self.samplewise_epsilon_in_root
                 )
-            return ops.cast(y, self.compute_dtype)
+            return functional.as_dtype(y, self.compute_dtype)
 
         batch = x.shape[0]
         if batch == 0:
             # An empty batch has no statistics: the running estimates stay
             # as they are, and the (empty) output keeps its link to gamma
             # and beta, whose gradients are 0.
-            return ops.cast(x * gamma + beta, self.compute_dtype)
+            return functional.as_dtype(x * gamma + beta, self.compute_dtype)
         y, mean, std, count = _training.train(self, x, gamma, beta, epsilon, mask)
         # A batch size known only at run time (TensorFlow graphs) may be 0.
         nonempty = ops.shape(x)[0] > 0 if batch is None else None
         _training.update_running(self, mean, std, count, nonempty)
-        return ops.cast(y, self.compute_dtype)
+        return functional.as_dtype(y, self.compute_dtype)
 
     # -- serialization -----------------------------------------------------
 

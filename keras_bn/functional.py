@@ -28,7 +28,10 @@ from keras import ops
 from keras_bn._backend import replacement
 
 __all__ = [
+    "as_dtype",
     "batch_moments",
+    "constant_like",
+    "detached_like",
     "featurewise_train",
     "inference_scale_offset",
     "moving_average",
@@ -78,6 +81,43 @@ def statistics_dtype(dtype):
     return "float32" if dtype in ("float16", "bfloat16") else dtype
 
 
+def constant_like(value, like):
+    """The Python number ``value`` as a tensor of ``like``'s dtype, made
+    directly in that dtype (``ops.cast`` of a Python float rounds it to
+    float32 first on some backends); on eager PyTorch without Keras'
+    dispatch (see ``_backend``), as the layer makes two on every step."""
+    fast = replacement("constant_like")
+    if fast is not None:
+        return fast(value, like)
+    return ops.convert_to_tensor(
+        value, dtype=keras.backend.standardize_dtype(like.dtype)
+    )
+
+
+def detached_like(value, like):
+    """``value`` with no gradient, in ``like``'s shape and dtype: a batch
+    statistic in the form of the running estimate it updates (one torch
+    call on eager PyTorch, where this is three Keras dispatches)."""
+    fast = replacement("detached_like")
+    if fast is not None:
+        return fast(value, like)
+    value = ops.reshape(ops.stop_gradient(value), like.shape)
+    return as_dtype(value, keras.backend.standardize_dtype(like.dtype))
+
+
+def as_dtype(value, dtype):
+    """``value`` as a tensor of ``dtype``: as it is when it already is one.
+    The layer calls this on every step, and on eager PyTorch each Keras op
+    (a cast of a tensor already of the dtype included) costs a dispatch."""
+    if ops.is_tensor(value):
+        if keras.backend.standardize_dtype(value.dtype) == dtype:
+            return value
+        return ops.cast(value, dtype)
+    # Made directly in ``dtype``: ops.cast of a Python float rounds it to
+    # float32 first on some backends.
+    return ops.convert_to_tensor(value, dtype=dtype)
+
+
 def moving_average(running, batch_value, momentum):
     """The seed's running-estimate update."""
     return momentum * running + (1.0 - momentum) * batch_value
@@ -109,8 +149,9 @@ def samplewise_normalize(x, gamma, beta, epsilon, epsilon_in_root=False):
     Inference has `samplewise_inference`, the same values without a custom
     gradient (which exporters cannot always trace).
     """
-    gamma = ops.convert_to_tensor(gamma, x.dtype)
-    beta = ops.convert_to_tensor(beta, x.dtype)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    gamma = as_dtype(gamma, dtype)
+    beta = as_dtype(beta, dtype)
     # The closed-form backward accounts for the statistics' dependence on x;
     # autodiff must not trace them.
     stats_input = ops.stop_gradient(x)
@@ -219,14 +260,22 @@ def _sum_to_shape(t, shape):
     ``shape`` to ``t``'s shape."""
     shape = tuple(shape)
     extra = len(t.shape) - len(shape)
-    axes = tuple(range(extra)) + tuple(
+    axes = tuple(a for a in range(extra) if t.shape[a] != 1) + tuple(
         extra + i
         for i, size in enumerate(shape)
         if size == 1 and t.shape[extra + i] != 1
     )
     if axes:
         t = ops.sum(t, axis=axes, keepdims=True)
-    return ops.reshape(t, shape) if extra else t
+    return _reshape(t, shape) if extra else t
+
+
+def _reshape(t, shape):
+    """``ops.reshape`` (a plain reshape on eager PyTorch: see ``_backend``)."""
+    fast = replacement("reshape")
+    if fast is not None:
+        return fast(t, shape)
+    return ops.reshape(t, shape)
 
 
 def _reduction_count(x, axes):
@@ -253,8 +302,9 @@ def featurewise_train(x, gamma, beta, axes, epsilon):
     pass takes two sums over ``dy`` and ``x`` and writes ``dx`` in one
     multiply-add pass, with no full-size temporary.
     """
-    gamma = ops.convert_to_tensor(gamma, x.dtype)
-    beta = ops.convert_to_tensor(beta, x.dtype)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    gamma = as_dtype(gamma, dtype)
+    beta = as_dtype(beta, dtype)
     # The closed-form backward accounts for the statistics' dependence on x;
     # autodiff must not trace them.
     mean, std = batch_moments(ops.stop_gradient(x), axes, epsilon)

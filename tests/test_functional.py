@@ -373,7 +373,16 @@ LAYOUTS_FOR_REPLACEMENTS = [
 
 
 @pytest.mark.parametrize(
-    "operation", ["multiply_add", "sum", "moments", "featurewise_backward"]
+    "operation",
+    [
+        "multiply_add",
+        "sum",
+        "moments",
+        "featurewise_backward",
+        "reshape",
+        "constant_like",
+        "detached_like",
+    ],
 )
 def test_backend_replacements_match_the_generic_forms(rng, math_path, operation):
     """Every operation of keras_bn/_backend's table, once through the running
@@ -405,6 +414,31 @@ def test_backend_replacements_match_the_generic_forms(rng, math_path, operation)
             want_mean, want_std = seed_batch_statistics(x, EPSILON, (0, 1))
             np.testing.assert_allclose(to_numpy(mean), want_mean, rtol=1e-12)
             np.testing.assert_allclose(to_numpy(std), want_std, rtol=1e-9)
+        elif operation == "reshape":
+            t = rng.normal(size=(1, 1, 3))
+            got = functional._reshape(keras.ops.convert_to_tensor(t), (3,))
+            np.testing.assert_array_equal(to_numpy(got), t.reshape(3))
+        elif operation == "constant_like":
+            # Not rounded through float32 on the way.
+            like = keras.ops.convert_to_tensor(rng.normal(size=(2,)))
+            got = functional.constant_like(1e-7 + 1e-15, like)
+            assert keras.backend.standardize_dtype(got.dtype) == "float64"
+            assert to_numpy(got) == np.float64(1e-7 + 1e-15)
+    if operation == "detached_like":
+        with dtype_scope("float64"):
+            # A float32 statistic with a gradient, in a float64 estimate's form.
+            value = rng.normal(size=(1, 1, 3)).astype("float32")
+            like = keras.ops.convert_to_tensor(np.zeros(3), "float64")
+
+            def detached_sum(v):
+                detached = keras.ops.sum(functional.detached_like(v * 2.0, like))
+                return v * 0.0 + keras.ops.cast(detached, "float32")
+
+            (gradient,) = gradients(detached_sum, np.ones_like(value), value)
+            np.testing.assert_array_equal(gradient, np.zeros_like(value))
+            got = functional.detached_like(keras.ops.convert_to_tensor(value), like)
+            assert keras.backend.standardize_dtype(got.dtype) == "float64"
+            np.testing.assert_array_equal(to_numpy(got), value.reshape(3))
     if operation == "featurewise_backward":
         for shape, feature_axes in LAYOUTS_FOR_REPLACEMENTS:
             x, gamma, beta, upstream = random_inputs(

@@ -98,3 +98,22 @@ def _feature_layout(x, axes):
 def inference_context():
     """No autograd graph for eager forward passes that need no gradient."""
     return torch.no_grad()
+
+
+def reshape(t, shape):
+    """``t.reshape(shape)``, without Keras' dispatch (about 0.17 ms a call
+    here, on per-feature vectors)."""
+    return t.reshape(shape)
+
+
+def detached_like(value, like):
+    """``value`` with no gradient, in ``like``'s shape and dtype: one torch
+    call where the generic form makes three Keras dispatches."""
+    return value.detach().reshape(like.shape).to(like.dtype)
+
+
+def constant_like(value, like):
+    """A Python number as a tensor of ``like``'s dtype and device:
+    ``torch.as_tensor`` takes microseconds where Keras' conversion takes
+    tens."""
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
