@@ -1,15 +1,17 @@
 """A/B on eager PyTorch: keras_bn's training step as it is, against the same
 layer with its running-statistics update done in place with torch.
 
-``keras_bn._training.update_running`` goes through ``keras.ops`` (convert,
-reshape, cast, stop_gradient, the moving average, ``Variable.assign``) on
-every training step: a dozen Keras dispatches for two per-feature vectors.
+``keras_bn._training.update_running`` computes the seed's moving average on
+the variables' tensors (``functional.detached_like`` and ``constant_like``
+prepare the batch statistics and the momentum without Keras' dispatch) and
+writes it with ``Variable.assign``, which respects Keras' stateless scopes.
 The "B" layer replaces it, through a monkeypatch that only that layer
 sees, by ``running.mul_(momentum).add_(batch, alpha=1 - momentum)`` under
-``torch.no_grad`` (the common case: no mask, no ``skip_non_finite``). Both
-layers and the floor (``keras.layers.Identity``) are timed interleaved in one
-process; the ratio B / A is the median of the within-round ratios. The
-running statistics of the two must agree (checked, printed).
+``torch.no_grad`` (the common case: no mask, no ``skip_non_finite``): what
+is left to gain by writing in place. Both layers and the floor
+(``keras.layers.Identity``) are timed interleaved in one process; the ratio
+B / A is the median of the within-round ratios. The running statistics of
+the two must agree (checked, printed).
 
 Usage::
 
