@@ -342,23 +342,27 @@ def _featurewise_backward(upstream, x, gamma, mean, std, epsilon, axes):
 
         dx = gamma / d * (dy - sum(dy) / n
                           - (x - mean) * sum(dy * (x - mean)) / (n * std * d))
-           = dy * scale + (x - mean) * slope - scale * sum(dy) / n
+           = dy * scale + x * slope - (scale * sum(dy) / n + mean * slope)
 
     with ``scale = gamma / d``: two sums over ``dy`` and ``x`` and one
-    multiply-add pass, no full-size temporary. ``x - mean`` is taken inside
-    each pass, not written out: in ``sum(dy * x) - mean * sum(dy)`` and
-    ``x * slope - mean * slope`` a batch far from zero (float32, a mean 1000
-    times the std) would cancel its own digits away. Eager PyTorch replaces
-    it with ATen's fused kernel (``_backend``), which centers the same way.
+    multiply-add pass, no full-size temporary. ``sum(dy * (x - mean))`` is
+    summed centered: as ``sum(dy * x) - mean * sum(dy)`` a batch far from
+    zero (float32, a mean 1000 times the std) would cancel its own digits
+    away. In ``dx`` the centering can stay outside the pass: ``slope`` is
+    small there, and each term is rounded once. Eager PyTorch replaces this
+    with ATen's fused kernel (``_backend``), which centers too.
     """
     count = _reduction_count(x, axes)
     scale = gamma / (std + epsilon)
     sum_dy = _sum(upstream, axes)
-    centered = x - mean
-    sum_dy_centered = _sum(upstream * centered, axes)
+    # x + (-mean), not x - mean: XLA would merge the latter with the
+    # forward pass's deviations (the variance's), and a subtraction with two
+    # users is written out in full on CPU; this way each pass centers on the
+    # fly, and no full-size temporary is written.
+    sum_dy_centered = _sum(upstream * (x + (-mean)), axes)
     slope = -scale * sum_dy_centered / (count * std * (std + epsilon))
-    shift = scale * sum_dy / count
-    return upstream * scale + centered * slope - shift, sum_dy_centered, sum_dy
+    shift = scale * sum_dy / count + mean * slope
+    return upstream * scale + x * slope - shift, sum_dy_centered, sum_dy
 
 
 def std_from_variance(variance, variance_epsilon, std_epsilon):
