@@ -106,9 +106,11 @@ def detached_like(value, like):
 
 
 def as_dtype(value, dtype):
-    """``value`` as a tensor of ``dtype``: as it is when it already is one.
-    The layer calls this on every step, and on eager PyTorch each Keras op
-    (a cast of a tensor already of the dtype included) costs a dispatch."""
+    """``value`` as a tensor of ``dtype``: as it is when it already is a
+    backend tensor of that dtype (on TensorFlow a ``tf.Variable`` counts as
+    one, and ops read it as its value). The layer calls this on every step,
+    and on eager PyTorch each Keras op (a cast of a tensor already of the
+    dtype included) costs a dispatch."""
     if ops.is_tensor(value):
         if keras.backend.standardize_dtype(value.dtype) == dtype:
             return value
