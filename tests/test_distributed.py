@@ -8,7 +8,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, to_numpy
+from conftest import BACKEND, dtype_scope, numeric_gradient, to_numpy
 from reference import seed_batch_statistics, seed_featurewise, seed_running_update
 
 from keras_bn import BatchNormalization
@@ -115,6 +115,48 @@ def test_virtual_batch_gradients_train_in_a_model(rng):
     model.compile(keras.optimizers.SGD(0.1), "mse")
     history = model.fit(x, 2.0 * x, batch_size=16, epochs=5, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_virtual_batch_gradients_with_the_batch_size_unknown(rng):
+    """Ghost batches in a TensorFlow graph whose batch size is known only at
+    run time (the gradients sum over a leading axis of unknown length),
+    against finite differences of the NumPy reference, ghost by ghost."""
+    if BACKEND != "tensorflow":
+        pytest.skip("JAX and PyTorch know the batch size when they trace")
+    import tensorflow as tf
+
+    x = rng.normal(1.0, 2.0, size=(8, 3))
+    x[4:] += 3.0
+    upstream = rng.normal(size=(8, 3))
+    gamma = rng.uniform(0.5, 1.5, 3)
+    with dtype_scope("float64"):
+        layer = BatchNormalization((3,), 1e-3, virtual_batch_size=4)
+        layer.build((None, 3))
+        layer.gamma.assign(gamma)
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 3), tf.float64)])
+        def gradients(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(layer(x, training=True) * upstream)
+            return tape.gradient(loss, [x, layer.gamma, layer.beta])
+
+        dx, dgamma, dbeta = (g.numpy() for g in gradients(tf.constant(x)))
+
+    def loss(x, gamma):
+        y = []
+        for ghost in (x[:4], x[4:]):
+            mean, std = seed_batch_statistics(ghost, 1e-3, (0,))
+            y.append(seed_featurewise(ghost, gamma, 0.0, mean, std, 1e-3))
+        return np.sum(np.concatenate(y) * upstream)
+
+    np.testing.assert_allclose(
+        dx, numeric_gradient(lambda v: loss(v, gamma), x), rtol=1e-6, atol=1e-7
+    )
+    np.testing.assert_allclose(
+        dgamma, numeric_gradient(lambda v: loss(x, v), gamma), rtol=1e-6, atol=1e-7
+    )
+    np.testing.assert_allclose(dbeta, upstream.sum(axis=0), rtol=1e-6)
 
 
 def test_virtual_batch_size_must_divide_the_batch(rng):
