@@ -351,11 +351,11 @@ def _featurewise_backward(upstream, x, gamma, mean, std, epsilon, axes):
     summed centered: as ``sum(dy * x) - mean * sum(dy)`` a batch far from
     zero would cancel its own digits away (float32, a mean 1000 times the
     std: a gamma gradient off by 1.6e-4 of its size; centered, 2e-6).
-    ``dx`` stays uncentered, ``x * slope - mean *
-    slope``: centering it too would make XLA write ``x - mean`` out in full
-    (below). That costs digits only when ``dy`` correlates with ``x``, where
-    the slope terms are large: about 1e-6 of ``dx`` at mean/std 1000,
-    PyTorch's fused kernel (``_backend``, which centers) 8e-7.
+    ``dx`` stays uncentered, ``x * slope - mean * slope``: centering it too
+    would make XLA write ``x - mean`` out in full (below). That costs digits
+    only when ``dy`` correlates with ``x``, where the slope terms are large:
+    about 1e-6 of ``dx`` at mean/std 1000, against 8e-7 for PyTorch's fused
+    kernel (``_backend``), which centers.
     """
     count = _reduction_count(x, axes)
     scale = gamma / (std + epsilon)
