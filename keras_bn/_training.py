@@ -123,9 +123,11 @@ def _train_ghost_batches(layer, x, gamma, beta, epsilon, mask):
 
 
 def broadcastable_mask(mask, x):
-    """The mask with the input's rank, checked against the input's shape
-    (the input's shape without its last axis, as Keras masks come, or the
-    full shape)."""
+    """The mask with the input's rank, checked against the input's shape.
+
+    As the stock layer takes it: of the input's rank without its last axis
+    (as Keras masks come), or of the input's rank, and broadcastable to the
+    input (each size the input's or 1)."""
     if mask is None:
         return None
     mask_shape, x_shape = tuple(mask.shape), tuple(x.shape)
@@ -133,14 +135,13 @@ def broadcastable_mask(mask, x):
         mask = ops.expand_dims(mask, -1)
         mask_shape = (*mask_shape, 1)
     fits = len(mask_shape) == len(x_shape) and all(
-        m is None or n is None or m == n or (i == len(x_shape) - 1 and m == 1)
-        for i, (m, n) in enumerate(zip(mask_shape, x_shape))
+        m is None or n is None or m in (n, 1) for m, n in zip(mask_shape, x_shape)
     )
     if not fits:
         raise ValueError(
-            "mask: expected the input's shape without its last axis "
-            f"{x_shape[:-1]} or the input's shape {x_shape}, got "
-            f"{tuple(mask.shape)}."
+            "mask: expected a shape of the input's rank, or of its rank "
+            "without the last axis, that broadcasts to the input's shape "
+            f"{x_shape} (each size the input's or 1), got {tuple(mask.shape)}."
         )
     return mask
 

@@ -381,7 +381,7 @@ class BatchNormalization(keras.layers.Layer):
     def call(self, inputs, training=None, mask=None):
         # float16/bfloat16 statistics overflow easily: compute in float32 (or
         # wider), and give back the compute dtype.
-        dtype = functional.statistics_dtype(inputs.dtype)
+        dtype = functional.statistics_dtype(inputs.dtype, self.compute_dtype)
         x = functional.as_dtype(inputs, dtype)
         # In the statistics' dtype: a Python float meeting a float64 tensor
         # is rounded to float32 first on torch.

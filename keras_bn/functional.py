@@ -21,6 +21,9 @@ why, and the test that holds the two to the same values. The conversion
 helpers use plain arithmetic and accept NumPy arrays as well as tensors.
 """
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import keras
 import numpy as np
 from keras import ops
@@ -74,11 +77,23 @@ def batch_moments(x, axes, epsilon, mask=None, across_replicas=None):
     return mean, ops.sqrt(variance + epsilon)
 
 
-def statistics_dtype(dtype):
+def statistics_dtype(dtype, compute_dtype="float32"):
     """The dtype to compute statistics in: float32 for half-precision inputs,
-    whose squares overflow easily, else the input's own."""
+    whose squares overflow easily; for integer inputs, that of
+    ``compute_dtype`` (a layer's: integers are cast to it, as Keras layers
+    cast their inputs, so that uint8 images give the float result); else the
+    input's own. Bool, complex and string inputs raise ``TypeError``."""
     dtype = keras.backend.standardize_dtype(dtype)
-    return "float32" if dtype in ("float16", "bfloat16") else dtype
+    if dtype in ("float16", "bfloat16"):
+        return "float32"
+    if keras.backend.is_float_dtype(dtype):
+        return dtype
+    if keras.backend.is_int_dtype(dtype):
+        return statistics_dtype(compute_dtype)
+    raise TypeError(
+        f"inputs: expected a tensor of real numbers (float or int), got "
+        f"dtype {dtype}."
+    )
 
 
 def constant_like(value, like):
@@ -147,54 +162,17 @@ def samplewise_normalize(x, gamma, beta, epsilon, epsilon_in_root=False):
     and std ``s = sqrt(var)`` (the seed, Keras 0.x), or
     ``s = sqrt(var + epsilon)`` with ``epsilon_in_root`` (Keras 1.x).
 
-    The gradient is the closed form, through ``keras.ops.custom_gradient``.
-    Inference has `samplewise_inference`, the same values without a custom
-    gradient (which exporters cannot always trace).
+    Differentiated in closed form (`_samplewise_rules`), to every order
+    (see `_differentiable`). Inference has `samplewise_inference`, the same
+    values without a custom gradient (which exporters cannot always trace).
     """
     dtype = keras.backend.standardize_dtype(x.dtype)
     gamma = as_dtype(gamma, dtype)
     beta = as_dtype(beta, dtype)
-    # The closed-form backward accounts for the statistics' dependence on x;
-    # autodiff must not trace them.
-    stats_input = ops.stop_gradient(x)
-    count = _reduction_count(x, (-1,))
-    mean = ops.sum(stats_input, axis=-1, keepdims=True) / count
-    variance = ops.sum(ops.square(stats_input - mean), axis=-1, keepdims=True) / count
-    std = ops.sqrt(variance + epsilon if epsilon_in_root else variance)
-
-    @ops.custom_gradient
-    def normalize(x, gamma, beta):
-        inverse = 1.0 / (std + epsilon)
-        y = _multiply_add((x - mean) * inverse, gamma, beta)
-
-        def grad(*args, upstream=None):
-            if upstream is None:
-                (upstream,) = args
-            # Recomputed rather than kept from the forward pass, which would
-            # hold a full-size tensor until the backward pass.
-            x_hat = (x - mean) * inverse
-            scaled = upstream * gamma
-            # With s = std (sqrt(var), or sqrt(var + eps) with epsilon in
-            # the root; either way ds/dx = (x - m) / (n * s)) and d = s + eps:
-            # dx = (u - mean(u) - x_hat * mean(u * x_hat) * d / s) / d, u = dy * gamma.
-            # A constant sample has s = 0 and x_hat = 0: its correction is 0.
-            correction = ops.divide_no_nan(std + epsilon, std)
-            sum_scaled = ops.sum(scaled, axis=-1, keepdims=True)
-            sum_scaled_x_hat = ops.sum(scaled * x_hat, axis=-1, keepdims=True)
-            dx = inverse * (
-                scaled
-                - sum_scaled / count
-                - x_hat * (sum_scaled_x_hat * correction / count)
-            )
-            return (
-                dx,
-                _sum_to_shape(upstream * x_hat, gamma.shape),
-                _sum_to_shape(upstream, beta.shape),
-            )
-
-        return y, grad
-
-    return normalize(x, gamma, beta)
+    y, _, _ = _differentiable(_samplewise_rules(epsilon_in_root))(
+        x, gamma, beta, epsilon
+    )
+    return y
 
 
 def samplewise_inference(x, gamma, beta, epsilon, epsilon_in_root=False):
@@ -202,18 +180,75 @@ def samplewise_inference(x, gamma, beta, epsilon, epsilon_in_root=False):
     operations, with no ``custom_gradient``, so that exporters (jax2tf with a
     variable batch, ``torch.export``, ONNX) can trace it; autodiff still
     gives the exact gradient."""
+    mean, std = _samplewise_statistics(x, epsilon, epsilon_in_root)
+    return _multiply_add((x - mean) / (std + epsilon), gamma, beta)
+
+
+def _samplewise_statistics(x, epsilon, epsilon_in_root):
+    """Each sample's mean and std over the last axis (kept as a size-1 dim):
+    ``sqrt(var)``, or ``sqrt(var + epsilon)`` with ``epsilon_in_root``."""
     count = _reduction_count(x, (-1,))
     mean = ops.sum(x, axis=-1, keepdims=True) / count
     variance = ops.sum(ops.square(x - mean), axis=-1, keepdims=True) / count
     if epsilon_in_root:
-        std = ops.sqrt(variance + epsilon)
-    else:
-        # sqrt's derivative is infinite at 0: a constant sample would get
-        # NaN gradients. Its std is 0, with derivative 0 (as the closed
-        # form takes it).
-        positive = variance > 0
-        std = ops.where(positive, ops.sqrt(ops.where(positive, variance, 1.0)), 0.0)
-    return _multiply_add((x - mean) / (std + epsilon), gamma, beta)
+        return mean, ops.sqrt(variance + epsilon)
+    # sqrt's derivative is infinite at 0: a constant sample would get NaN
+    # gradients. Its std is 0, with derivative 0 (as the closed form takes
+    # it).
+    positive = variance > 0
+    return mean, ops.where(positive, ops.sqrt(ops.where(positive, variance, 1.0)), 0.0)
+
+
+def _samplewise_rules(epsilon_in_root):
+    """Mode 1's closed form (`ClosedForm`): statistics per sample over the
+    last axis; ``gamma`` varies along that axis."""
+
+    def statistics(x, epsilon):
+        return _samplewise_statistics(x, epsilon, epsilon_in_root)
+
+    def normalize(x, gamma, beta, epsilon, stats):
+        mean, std = stats
+        return _multiply_add((x - mean) / (std + epsilon), gamma, beta)
+
+    def tangent(x, gamma, beta, epsilon, stats, tx, tgamma, tbeta):
+        # With s = std and d = s + eps: ds = sum((x - m) * dx) / (n * s)
+        # (0 for a constant sample, whose s = 0), dm = mean(dx),
+        # d(x_hat) = (dx - dm) / d - x_hat * ds / d.
+        mean, std = stats
+        count = _reduction_count(x, (-1,))
+        inverse = 1.0 / (std + epsilon)
+        centered = x - mean
+        x_hat = centered * inverse
+        t_mean = ops.sum(tx, axis=-1, keepdims=True) / count
+        t_std = ops.divide_no_nan(
+            ops.sum(centered * tx, axis=-1, keepdims=True), count * std
+        )
+        t_x_hat = (tx - t_mean) * inverse - x_hat * (t_std * inverse)
+        return (gamma * t_x_hat + tgamma * x_hat + tbeta, t_mean, t_std)
+
+    def backward(upstream, x, gamma, beta, epsilon, stats, fast):
+        mean, std = stats
+        count = _reduction_count(x, (-1,))
+        inverse = 1.0 / (std + epsilon)
+        x_hat = (x - mean) * inverse
+        scaled = upstream * gamma
+        # With s = std (sqrt(var), or sqrt(var + eps) with epsilon in
+        # the root; either way ds/dx = (x - m) / (n * s)) and d = s + eps:
+        # dx = (u - mean(u) - x_hat * mean(u * x_hat) * d / s) / d, u = dy * gamma.
+        # A constant sample has s = 0 and x_hat = 0: its correction is 0.
+        correction = ops.divide_no_nan(std + epsilon, std)
+        sum_scaled = ops.sum(scaled, axis=-1, keepdims=True)
+        sum_scaled_x_hat = ops.sum(scaled * x_hat, axis=-1, keepdims=True)
+        dx = inverse * (
+            scaled - sum_scaled / count - x_hat * (sum_scaled_x_hat * correction / count)
+        )
+        return (
+            dx,
+            _sum_to_shape(upstream * x_hat, gamma.shape),
+            _sum_to_shape(upstream, beta.shape),
+        )
+
+    return ClosedForm(statistics, normalize, tangent, backward)
 
 
 def _multiply_add(x, scale, offset):
@@ -298,42 +333,120 @@ def featurewise_train(x, gamma, beta, axes, epsilon):
     """Mode 0 in training: normalize with the batch statistics.
 
     Returns ``(y, mean, std)``, the statistics with size-1 dims over
-    ``axes``. The gradient is the closed form, through
-    ``keras.ops.custom_gradient``: the forward pass reads ``x`` for the two
-    statistics and once more for ``y = x * scale + offset``; the backward
-    pass takes two sums over ``dy`` and ``x`` and writes ``dx`` in one
-    multiply-add pass, with no full-size temporary.
+    ``axes`` (for the running estimates, which take them without a
+    gradient). Differentiated in closed form (`_featurewise_rules`), to
+    every order (see `_differentiable`): the forward pass reads ``x`` for
+    the two statistics and once more for ``y = x * scale + offset``; the
+    backward pass takes two sums over ``dy`` and ``x`` and writes ``dx`` in
+    one multiply-add pass, with no full-size temporary.
     """
     dtype = keras.backend.standardize_dtype(x.dtype)
     gamma = as_dtype(gamma, dtype)
     beta = as_dtype(beta, dtype)
-    # The closed-form backward accounts for the statistics' dependence on x;
-    # autodiff must not trace them.
-    mean, std = batch_moments(ops.stop_gradient(x), axes, epsilon)
-    fast_backward = replacement("featurewise_backward")
+    return _differentiable(_featurewise_rules(axes))(x, gamma, beta, epsilon)
 
-    @ops.custom_gradient
-    def normalize(x, gamma, beta):
+
+def _featurewise_rules(axes):
+    """Mode 0's closed form (`ClosedForm`) over the reduction ``axes``."""
+
+    def statistics(x, epsilon):
+        return batch_moments(x, axes, epsilon)
+
+    def normalize(x, gamma, beta, epsilon, stats):
+        mean, std = stats
         scale, offset = inference_scale_offset(gamma, beta, mean, std, epsilon)
-        y = _multiply_add(x, scale, offset)
+        return _multiply_add(x, scale, offset)
 
-        def grad(*args, upstream=None):
-            if upstream is None:
-                (upstream,) = args
-            inputs = (upstream, x, gamma, mean, std, epsilon, axes)
-            sums = None if fast_backward is None else fast_backward(*inputs)
-            if sums is None:
-                sums = _featurewise_backward(*inputs)
-            dx, sum_dy_centered, sum_dy = sums
-            return (
-                dx,
-                _sum_to_shape(sum_dy_centered / (std + epsilon), gamma.shape),
-                _sum_to_shape(sum_dy, beta.shape),
-            )
+    def tangent(x, gamma, beta, epsilon, stats, tx, tgamma, tbeta):
+        # y = x * scale + (beta - mean * scale), scale = gamma / (std + eps):
+        # dy = dx * scale + (x - mean) * dscale + dbeta - dmean * scale, with
+        # dmean = mean(dx), dstd = sum((x - mean) * dx) / (n * std),
+        # dscale = (dgamma - scale * dstd) / (std + eps).
+        # Reverse mode is this, transposed (JAX does it): the sums over
+        # dx * x become dx's x * slope term, and (x - mean) * dscale
+        # becomes gamma's centered sum, as in `_featurewise_backward`.
+        mean, std = stats
+        count = _reduction_count(x, axes)
+        scale = gamma / (std + epsilon)
+        t_mean = _sum(tx, axes) / count
+        t_std = (_sum(tx * x, axes) / count - mean * t_mean) / std
+        t_scale = (tgamma - scale * t_std) / (std + epsilon)
+        # x + (-mean): see `_featurewise_backward`.
+        t_y = tx * scale + (x + (-mean)) * t_scale + (tbeta - t_mean * scale)
+        return t_y, t_mean, t_std
 
-        return y, grad
+    def backward(upstream, x, gamma, beta, epsilon, stats, fast):
+        mean, std = stats
+        inputs = (upstream, x, gamma, mean, std, epsilon, axes)
+        fast_backward = replacement("featurewise_backward") if fast else None
+        sums = None if fast_backward is None else fast_backward(*inputs)
+        if sums is None:
+            sums = _featurewise_backward(*inputs)
+        dx, sum_dy_centered, sum_dy = sums
+        return (
+            dx,
+            _sum_to_shape(sum_dy_centered / (std + epsilon), gamma.shape),
+            _sum_to_shape(sum_dy, beta.shape),
+        )
 
-    return normalize(x, gamma, beta), mean, std
+    return ClosedForm(statistics, normalize, tangent, backward)
+
+
+class ClosedForm(NamedTuple):
+    """A normalization with its derivatives in closed form, as
+    `_differentiable` and the backends' replacements of it take it: each
+    function of the inputs ``x, gamma, beta, epsilon`` (and of the
+    statistics, once computed).
+
+    - ``statistics(x, epsilon)``: the statistics, a tuple of tensors;
+    - ``normalize(x, gamma, beta, epsilon, stats)``: the output;
+    - ``tangent(x, gamma, beta, epsilon, stats, tx, tgamma, tbeta)``: the
+      output's and the statistics' tangents (forward mode, linear in
+      ``tx, tgamma, tbeta``);
+    - ``backward(upstream, x, gamma, beta, epsilon, stats, fast)``: the
+      gradients of ``sum(output * upstream)`` for ``x, gamma, beta`` in
+      their shapes (reverse mode); ``fast`` allows a backend's fused kernel,
+      which gives first derivatives only.
+    """
+
+    statistics: Callable
+    normalize: Callable
+    tangent: Callable
+    backward: Callable
+
+
+def _differentiable(rules):
+    """``f(x, gamma, beta, epsilon) -> (output, *statistics)`` for the
+    closed form ``rules``, differentiable to every order, in forward and
+    reverse mode.
+
+    JAX and PyTorch have replacements (``_backend``): a ``jax.custom_jvp``
+    (JAX transposes the tangent rule into the reverse pass, and every
+    transform follows), and a ``torch.autograd.Function`` that takes
+    ``torch.func``'s transforms. The generic form is ``custom_gradient``
+    with the statistics computed outside it, where tapes see them: a
+    higher-order derivative then differentiates the backward pass through
+    its dependence on ``x``, the statistics' included.
+    """
+    fast = replacement("differentiable")
+    if fast is not None:
+        return fast(rules)
+
+    def function(x, gamma, beta, epsilon):
+        stats = rules.statistics(x, epsilon)
+
+        @ops.custom_gradient
+        def normalize(x, gamma, beta):
+            def grad(*args, upstream=None):
+                if upstream is None:
+                    (upstream,) = args
+                return rules.backward(upstream, x, gamma, beta, epsilon, stats, True)
+
+            return rules.normalize(x, gamma, beta, epsilon, stats), grad
+
+        return (normalize(x, gamma, beta), *stats)
+
+    return function
 
 
 def _featurewise_backward(upstream, x, gamma, mean, std, epsilon, axes):

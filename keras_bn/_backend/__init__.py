@@ -35,6 +35,18 @@ number as a tensor, in                    the momentum on every step,
 ``stop_gradient`` and cast of             running estimates' update on every
 a batch statistic to a                    training step, without three Keras
 running estimate's form)                  dispatches per statistic.
+``differentiable`` (mode 0    jax         ``jax.custom_jvp``: Keras'
+and 1's closed forms, as                  ``custom_gradient`` is a
+``custom_gradient`` with the              ``custom_vjp`` there, which
+statistics outside it)                    forward mode, higher orders and
+                                          closures over traced values
+                                          (``grad`` of ``jit``,
+                                          ``checkpoint``, ``scan``) break.
+``differentiable``            torch       A ``torch.autograd.Function``
+                                          with ``setup_context``, ``jvp``
+                                          and a vmap rule (``torch.func``
+                                          refuses Keras' one), whose
+                                          backward pass is differentiable.
 ``sum`` (``ops.sum``, dims    tensorflow  Sums regrouped into wide rows:
 kept)                                     TensorFlow's XLA sums a leading
                                           block of axes in scalar loops
@@ -68,6 +80,7 @@ __all__ = ["REPLACED", "replacement"]
 
 # operation -> the backends that replace it (the table above).
 REPLACED = {
+    "differentiable": ("jax", "torch"),
     "multiply_add": ("torch",),
     "moments": ("torch",),
     "featurewise_backward": ("torch",),

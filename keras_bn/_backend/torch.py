@@ -117,3 +117,75 @@ def constant_like(value, like):
     ``torch.as_tensor`` takes microseconds where Keras' conversion takes
     tens."""
     return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
+def differentiable(rules):
+    """functional's ``_differentiable`` as a ``torch.autograd.Function``.
+
+    Keras' ``custom_gradient`` on PyTorch is an ``autograd.Function``
+    without ``setup_context``, which ``torch.func``'s transforms refuse,
+    and whose backward pass sees statistics computed without a graph. This
+    one has a ``jvp`` (forward mode), a generated vmap rule, and a backward
+    pass that, when it is itself differentiated (``create_graph=True``),
+    recomputes the statistics with a graph and uses plain operations
+    instead of the fused first-order kernel.
+    """
+
+    def function(x, gamma, beta, epsilon):
+        # A tensor, as the context saves only tensors.
+        epsilon = torch.as_tensor(epsilon, dtype=x.dtype, device=x.device)
+        return _ClosedForm.apply(rules, x, gamma, beta, epsilon)
+
+    return function
+
+
+class _ClosedForm(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(rules, x, gamma, beta, epsilon):
+        stats = rules.statistics(x, epsilon)
+        return (rules.normalize(x, gamma, beta, epsilon, stats), *stats)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        rules, x, gamma, beta, epsilon = inputs
+        stats = output[1:]
+        # The statistics feed the running estimates, never a gradient.
+        ctx.mark_non_differentiable(*stats)
+        ctx.rules = rules
+        ctx.save_for_backward(x, gamma, beta, epsilon, *stats)
+        ctx.save_for_forward(x, gamma, beta, epsilon, *stats)
+
+    @staticmethod
+    def backward(ctx, upstream, *_):
+        x, gamma, beta, epsilon, *stats = ctx.saved_tensors
+        higher_order = torch.is_grad_enabled()
+        if higher_order:
+            # This gradient will be differentiated: its dependence on x
+            # through the statistics must be on the graph.
+            stats = ctx.rules.statistics(x, epsilon)
+        dx, dgamma, dbeta = ctx.rules.backward(
+            upstream, x, gamma, beta, epsilon, stats, not higher_order
+        )
+        return None, dx, dgamma, dbeta, None
+
+    @staticmethod
+    def jvp(ctx, _, tx, tgamma, tbeta, __):
+        x, gamma, beta, epsilon, *stats = ctx.saved_tensors
+
+        def tangent(t, like):
+            return torch.zeros_like(like) if t is None else t
+
+        t_y, *t_stats = ctx.rules.tangent(
+            x,
+            gamma,
+            beta,
+            epsilon,
+            stats,
+            tangent(tx, x),
+            tangent(tgamma, gamma),
+            tangent(tbeta, beta),
+        )
+        # None for the statistics, which are marked non-differentiable.
+        return (t_y, *(None for _ in t_stats))
