@@ -91,8 +91,7 @@ def statistics_dtype(dtype, compute_dtype="float32"):
     if keras.backend.is_int_dtype(dtype):
         return statistics_dtype(compute_dtype)
     raise TypeError(
-        f"inputs: expected a tensor of real numbers (float or int), got "
-        f"dtype {dtype}."
+        f"inputs: expected a tensor of real numbers (float or int), got dtype {dtype}."
     )
 
 
@@ -240,7 +239,9 @@ def _samplewise_rules(epsilon_in_root):
         sum_scaled = ops.sum(scaled, axis=-1, keepdims=True)
         sum_scaled_x_hat = ops.sum(scaled * x_hat, axis=-1, keepdims=True)
         dx = inverse * (
-            scaled - sum_scaled / count - x_hat * (sum_scaled_x_hat * correction / count)
+            scaled
+            - sum_scaled / count
+            - x_hat * (sum_scaled_x_hat * correction / count)
         )
         return (
             dx,
