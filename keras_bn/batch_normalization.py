@@ -1,6 +1,7 @@
 """`keras_bn.BatchNormalization`: the 2015 Keras layer on Keras 3."""
 
 import contextlib
+import functools
 import warnings
 
 import keras
@@ -429,6 +430,18 @@ class BatchNormalization(keras.layers.Layer):
         nonempty = ops.shape(x)[0] > 0 if batch is None else None
         _training.update_running(self, mean, std, count, nonempty)
         return functional.as_dtype(y, self.compute_dtype)
+
+    def rematerialized_call(self, layer_call, *args, **kwargs):
+        """Keras' rematerialization (``keras.RematScope``) of ``call``, with
+        ``training`` bound first: JAX's ``checkpoint`` traces every argument
+        it is given, and the layer branches on that flag."""
+
+        def call(*call_args, training=None, **call_kwargs):
+            bound = functools.partial(layer_call, training=training)
+            remat = super(BatchNormalization, self).rematerialized_call
+            return remat(bound, *call_args, **call_kwargs)(*call_args, **call_kwargs)
+
+        return call
 
     # -- serialization -----------------------------------------------------
 

@@ -219,7 +219,7 @@ def _samplewise_rules(epsilon_in_root):
         centered = x - mean
         x_hat = centered * inverse
         t_mean = ops.sum(tx, axis=-1, keepdims=True) / count
-        t_std = ops.divide_no_nan(
+        t_std = _divide_or_zero(
             ops.sum(centered * tx, axis=-1, keepdims=True), count * std
         )
         t_x_hat = (tx - t_mean) * inverse - x_hat * (t_std * inverse)
@@ -235,7 +235,7 @@ def _samplewise_rules(epsilon_in_root):
         # the root; either way ds/dx = (x - m) / (n * s)) and d = s + eps:
         # dx = (u - mean(u) - x_hat * mean(u * x_hat) * d / s) / d, u = dy * gamma.
         # A constant sample has s = 0 and x_hat = 0: its correction is 0.
-        correction = ops.divide_no_nan(std + epsilon, std)
+        correction = _divide_or_zero(std + epsilon, std)
         sum_scaled = ops.sum(scaled, axis=-1, keepdims=True)
         sum_scaled_x_hat = ops.sum(scaled * x_hat, axis=-1, keepdims=True)
         dx = inverse * (
@@ -250,6 +250,15 @@ def _samplewise_rules(epsilon_in_root):
         )
 
     return ClosedForm(statistics, normalize, tangent, backward)
+
+
+def _divide_or_zero(numerator, denominator):
+    """``numerator / denominator``, 0 where the denominator is 0, in the
+    inputs' dtype (``ops.divide_no_nan`` computes float64 in float32 on the
+    torch backend), with finite derivatives everywhere."""
+    nonzero = denominator != 0
+    safe = ops.where(nonzero, denominator, ops.ones_like(denominator))
+    return ops.where(nonzero, numerator / safe, ops.zeros_like(numerator / safe))
 
 
 def _multiply_add(x, scale, offset):
