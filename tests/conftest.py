@@ -31,7 +31,12 @@ def dtype_scope(dtype):
     if BACKEND == "jax" and dtype == "float64":
         import jax
 
-        with jax.enable_x64(True):
+        # jax.enable_x64 is jax >= 0.7's name; the declared floor (0.6) has
+        # it under jax.experimental.
+        enable_x64 = getattr(jax, "enable_x64", None)
+        if enable_x64 is None:
+            from jax.experimental import enable_x64
+        with enable_x64(True):
             yield
     else:
         yield
@@ -39,6 +44,14 @@ def dtype_scope(dtype):
 
 def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def assert_exact(actual, expected, bound=1e-6):
+    """At most ``bound`` apart, relative to the outputs' size where it passes
+    1: the converters' bound (Keras' own layer computes float64 in float32)."""
+    actual, expected = to_numpy(actual), to_numpy(expected)
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    assert np.max(np.abs(actual - expected)) <= bound * scale
 
 
 @pytest.fixture(autouse=True)
