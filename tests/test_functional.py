@@ -194,7 +194,9 @@ def test_featurewise_train_gradients_of_a_batch_far_from_zero(rng, upstream_kind
     # kernel's, keras_bn/_backend/torch.py, as torch.nn.BatchNorm's own)
     # add the rows one after another: measured 6e-5 for gamma and 3e-6 for
     # beta here, against 2e-6 and 3e-7 for XLA's cascaded sums.
-    sums_tolerance = 2e-4 if BACKEND == "torch" else 2e-5
+    # XLA as jaxlib 0.6 ships it (the declared floor) sums less accurately:
+    # its gamma gradient is off by 6.4e-5 here.
+    sums_tolerance = 2e-4 if BACKEND == "torch" or _old_jaxlib() else 2e-5
     assert relative_error(dgamma, expected_dgamma) < sums_tolerance
     assert relative_error(dbeta, exact_dy.sum(axis=0)) < sums_tolerance
     # dx = dy * scale + x * slope - (... + mean * slope): with a correlated
@@ -204,6 +206,14 @@ def test_featurewise_train_gradients_of_a_batch_far_from_zero(rng, upstream_kind
     # an independent upstream).
     dx_tolerance = 3e-6 if upstream_kind == "correlated" else 5e-7
     assert relative_error(dx, expected_dx) < dx_tolerance
+
+
+def _old_jaxlib():
+    if BACKEND != "jax":
+        return False
+    import jaxlib
+
+    return tuple(int(p) for p in jaxlib.__version__.split(".")[:2]) < (0, 7)
 
 
 SAMPLEWISE = {
