@@ -101,13 +101,16 @@ class BatchNormalization(keras.layers.Layer):
             ``trainable``, ...).
 
     Call arguments:
-        inputs: A tensor whose non-batch shape fits the layer.
+        inputs: A tensor whose non-batch shape fits the layer: floats, or
+            integers, which are cast to the layer's compute dtype first.
         training: Whether to normalize with the batch statistics and update
             the running estimates. A layer with ``trainable=False`` always
             runs in inference mode and leaves its running estimates alone.
-        mask: Optional boolean tensor of the input's shape without its last
-            axis (or of its full shape); masked positions enter neither the
-            batch statistics nor the running estimates.
+        mask: Optional boolean tensor of the input's rank without its last
+            axis (as Keras hands masks on), or of the input's rank, that
+            broadcasts to the input (each size the input's or 1); masked
+            positions enter neither the batch statistics nor the running
+            estimates.
 
     Weights:
         ``get_weights()`` returns ``[gamma, beta, running_mean,
