@@ -107,8 +107,10 @@ def main():
                 print("|---|" + "---:|" * len(columns))
             cells = " | ".join(f"{errors[c]:.1e}" for c in columns)
             print(f"| {case} | {cells} |")
-    print(f"\nuint8 against float32 inputs, largest difference: "
-          f"{integer_difference(rng):.1e}")
+    print(
+        f"\nuint8 against float32 inputs, largest difference: "
+        f"{integer_difference(rng):.1e}"
+    )
 
 
 if __name__ == "__main__":
