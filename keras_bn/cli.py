@@ -199,7 +199,13 @@ def main(argv=None):
         return _error(str(error))
     except Exception as error:  # never a traceback: one line, exit 1
         return _error(f"{source}: {type(error).__name__}: {error}")
-    print("\n".join(lines))
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:
+        # The reader went away (keras-bn inspect F | head): what it read is
+        # all it wanted. stdout is pointed at devnull so that Python's own
+        # flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

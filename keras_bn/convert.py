@@ -54,11 +54,25 @@ def convert_running_statistic(
         "target_form", target_form, ("std", "variance"), expected="'std' or 'variance'"
     )
     fourth = np.asarray(fourth, dtype="float64")
-    if form != "std" and np.any(fourth < 0):
+    # What the source itself could evaluate: sqrt(a + e) needs a + e > 0 (a
+    # channel that never fired can store a variance of -4e-17), sqrt(a)
+    # needs a >= 0.
+    if form == "variance" and np.any(fourth + epsilon <= 0):
+        raise ValueError(
+            f"{label}: its fourth array is a variance and must be greater than "
+            f"-epsilon ({-epsilon}), got minimum {fourth.min()}."
+        )
+    if form == "theano_variance" and np.any(fourth < 0):
         raise ValueError(
             f"{label}: its fourth array is a variance and must be >= 0, got "
             f"minimum {fourth.min()}."
         )
+    if form == "variance" and target_form == "variance":
+        # Directly: through the std, (sqrt(v + e))**2 - e' rounds a variance
+        # of 0 to -2e-19.
+        # v + (e - e'): with equal epsilons, v itself, however small. The
+        # target's denominator sqrt(v + e) is real: v + e > 0 was checked.
+        return fourth + (epsilon - target_epsilon)
     # Every form as a seed-form std with its own epsilon: the denominator is
     # std + std_epsilon in all three.
     if form == "std":

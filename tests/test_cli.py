@@ -252,3 +252,22 @@ def test_convert_needs_weights_for_an_architecture_and_a_keras_name(tmp_path, ca
     assert main(["convert", str(directory / "dense.model.h5"), str(new)]) == 1
     assert "ending in .keras" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_inspect_into_a_closed_pipe_is_quiet(tmp_path, arrays):
+    """``keras-bn inspect FILE | head``: the reader goes away first; no
+    traceback, exit 0."""
+    path = tmp_path / "weights.h5"
+    EXAMPLES[0].write(path, arrays)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_bn.cli", "inspect", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    process.stdout.close()  # before it prints: it is still importing Keras
+    _, stderr = process.communicate(timeout=300)
+    assert "Traceback" not in stderr.decode(), stderr.decode()
+    assert "BrokenPipeError" not in stderr.decode()
+    assert process.returncode == 0

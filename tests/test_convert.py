@@ -225,7 +225,11 @@ def test_convert_running_statistic_keeps_the_denominator(
     [
         (([1.0], "bogus", 1e-3, "std", 1e-6, "Layer 'bn'"), "form"),
         (([1.0], "std", 1e-3, "stdd", 1e-6, "Layer 'bn'"), "target_form"),
-        (([-0.5], "variance", 1e-3, "std", 1e-6, "Layer 'bn'"), "Layer 'bn'.*>= 0"),
+        (
+            ([-0.5], "variance", 1e-3, "std", 1e-6, "Layer 'bn'"),
+            r"Layer 'bn'.*greater than -epsilon \(-0.001\)",
+        ),
+        (([-1e-3], "variance", 1e-3, "variance", 1e-3, "bn"), "greater than -eps"),
         (([-0.5], "theano_variance", 1e-3, "std", 1e-6, "Layer 'bn'"), ">= 0"),
     ],
 )
@@ -237,3 +241,33 @@ def test_convert_running_statistic_refuses_bad_input(arguments, message):
 def test_convert_running_statistic_refuses_a_form_that_is_not_a_string():
     with pytest.raises(TypeError, match="form: expected one of"):
         convert.convert_running_statistic([1.0], 3, 1e-3, "std", 1e-6, "Layer 'bn'")
+
+
+def test_a_variance_a_hair_below_zero_converts():
+    """What the release evaluated, sqrt(v + eps), for v a hair below 0 (a
+    channel that never fired): the target's denominator equals it."""
+    fourth = np.array([-4.0e-17, -3.3e-19, -1.1e-19, 0.0, 0.7])
+    denominator = np.sqrt(fourth + 1e-3)
+    running_std = convert.convert_running_statistic(
+        fourth, "variance", 1e-3, "std", 1e-6, "bn"
+    )
+    np.testing.assert_allclose(running_std + 1e-6, denominator, rtol=1e-14)
+    variance = convert.convert_running_statistic(
+        fourth, "variance", 1e-3, "variance", 1e-5, "bn"
+    )
+    np.testing.assert_allclose(np.sqrt(variance + 1e-5), denominator, rtol=1e-14)
+
+
+def test_variance_to_variance_is_direct():
+    """v + eps - eps', not through the std: a variance of 0 or 1e-36 comes
+    back as itself with the same epsilon (through sqrt and a square it came
+    back as -2e-19, and was refused as negative)."""
+    fourth = np.array([0.0, 1e-36, 0.25])
+    same = convert.convert_running_statistic(
+        fourth, "variance", 1e-3, "variance", 1e-3, "bn"
+    )
+    np.testing.assert_array_equal(same, fourth)
+    other = convert.convert_running_statistic(
+        fourth, "variance", 1e-3, "variance", 1e-5, "bn"
+    )
+    np.testing.assert_array_equal(other, fourth + (1e-3 - 1e-5))

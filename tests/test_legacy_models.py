@@ -216,3 +216,97 @@ def test_a_weights_file_alone_is_not_a_model():
     fixture = _fixture("keras-1.0.8-theano", "dense")
     with pytest.raises(legacy.LegacyFileError, match="no architecture"):
         legacy.load_model(fixture.path("weights"))
+
+
+# -- Keras 1 Merge in every mode, and a double-encoded JSON ------------------------
+
+_MERGES = {
+    "concat": lambda a, b: np.concatenate([a, b], axis=-1),
+    "sum": lambda a, b: a + b,
+    "mul": lambda a, b: a * b,
+    "ave": lambda a, b: (a + b) / 2,
+    "max": np.maximum,
+}
+
+
+def _merge_in_mode(tmp_path, mode):
+    """Keras 1.2.2's functional fixture (two branches into a Merge, then a
+    Dense), its Merge set to ``mode``: for the elementwise modes, branch
+    ``a`` cut to the 4 units of ``b`` (its arrays and the Dense's rows cut
+    alike), as Keras 1 wrote such a model, concat_axis=-1 included."""
+    import shutil
+
+    import h5py
+
+    fixture = _fixture("keras-1.2.2-tensorflow", "functional")
+    config = json.loads(fixture.path("json").read_text())
+    weights = tmp_path / "merge.weights.h5"
+    shutil.copy(fixture.path("weights"), weights)
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "Merge":
+            layer["config"]["mode"] = mode
+            assert layer["config"]["concat_axis"] == -1
+        if layer["name"] == "a" and mode != "concat":
+            layer["config"]["output_dim"] = 4
+    if mode != "concat":
+        with h5py.File(weights, "r+") as file:
+            for name, cut in [("a/a_W:0", np.s_[:, :4]), ("a/a_b:0", np.s_[:4]),
+                              ("out/out_W:0", np.s_[:4])]:  # fmt: skip
+                value = file[name][...][cut]
+                del file[name]
+                file[name] = value
+            for name in ("gamma", "beta", "running_mean", "running_std"):
+                key = f"a_bn/a_bn_{name}:0"
+                value = file[key][...][:4]
+                del file[key]
+                file[key] = value
+    path = tmp_path / "merge.json"
+    path.write_text(json.dumps(config))
+    return path, weights
+
+
+@pytest.mark.parametrize("mode", sorted(_MERGES))
+def test_keras1_merge_in_every_mode(tmp_path, mode):
+    """Each mode rebuilt as its Keras 3 layer: the model's output against
+    NumPy's merge of the two branches' outputs, through the Dense after it."""
+    import keras
+
+    path, weights = _merge_in_mode(tmp_path, mode)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = legacy.load_model(path, weights=weights)
+    x = np.random.default_rng(0).normal(size=(7, 6)).astype("float32")
+    branches = keras.Model(
+        model.inputs, [model.get_layer("a_act").output, model.get_layer("b_bn").output]
+    )
+    a, b = (np.asarray(v, "float64") for v in branches.predict(x, verbose=0))
+    kernel, bias = model.get_layer("out").get_weights()
+    expected = _MERGES[mode](a, b) @ kernel + bias
+    got = model.predict(x, verbose=0)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_merge_with_another_axis_in_an_elementwise_mode_is_refused(tmp_path):
+    path, weights = _merge_in_mode(tmp_path, "sum")
+    config = json.loads(path.read_text())
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "Merge":
+            layer["config"]["concat_axis"] = 1
+    path.write_text(json.dumps(config))
+    with pytest.raises(legacy.LegacyFileError, match="concat_axis=1 with merge mode"):
+        legacy.load_model(path, weights=weights)
+
+
+def test_a_json_string_holding_the_json_is_decoded_once_more(tmp_path):
+    """json.dump(model.to_json(), f): the file holds a JSON string."""
+    fixture = _fixture("keras-1.2.2-tensorflow", "dense")
+    path = tmp_path / "double.json"
+    path.write_text(json.dumps(fixture.path("json").read_text()))
+    with pytest.warns(UserWarning, match="JSON string holding the model's JSON"):
+        model = legacy.load_model(path, weights=fixture.path("weights"))
+    x, y = rf.load_arrays(fixture)
+    got = np.asarray(model.predict(x, verbose=0), "float64")
+    assert np.max(np.abs(got - y)) <= 1e-4 * np.max(np.abs(y))
+    path.write_text(json.dumps("not a model"))
+    with pytest.raises(legacy.LegacyFileError, match="not a model's JSON"):
+        legacy.load_model(path, weights=fixture.path("weights"))

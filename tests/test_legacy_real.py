@@ -183,3 +183,108 @@ def test_inspect_tells_the_facts(capsys, fixture, kind):
             assert ("flipped" in kernels) == (fixture.backend == "theano")
         else:
             assert "pass backend=" in kernels
+
+
+# -- files as third parties published them: real-release files, edited as the
+# published ones differed ------------------------------------------------------
+
+
+def _fixture(release_dir, name):
+    return next(
+        f for f in FIXTURES if f.directory.name == release_dir and f.name == name
+    )
+
+
+@pytest.mark.parametrize("target", ["keras_bn", "keras"])
+@pytest.mark.parametrize("kind", ["weights", "model"])
+def test_a_variance_a_hair_below_zero_loads(tmp_path, target, kind):
+    """A channel that never fired can store a moving variance of -4e-17: the
+    release divided by sqrt(v + eps), finite, and so must the loaded layer
+    (exactly: keras_bn's running_std + eps == sqrt(v + eps), the stock
+    layer's variance v itself)."""
+    import shutil
+
+    import h5py
+
+    fixture = _fixture("keras-2.2.4-tensorflow", "dense")
+    path = tmp_path / fixture.path(kind).name
+    shutil.copy(fixture.path(kind), path)
+    tiny = np.array([-4.0e-17, -3.3e-19, -1.1e-19, 0.0])
+    with h5py.File(path, "r+") as file:
+        root = file["model_weights"] if "model_weights" in file else file
+        dataset = root["batch_normalization_2/batch_normalization_2/moving_variance:0"]
+        variance = dataset[...]
+        variance[: len(tiny)] = tiny
+        dataset[...] = variance
+    model = rf.build_model(fixture, batch_normalization=target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        legacy.load_weights(model, path)
+    # The file's first BatchNormalization, batch_normalization_2.
+    layer = [w for w in rf.weighted_layers(model) if len(w.get_weights()) == 4][0]
+    eps_release = 1e-3  # Keras 2.2.4's default, the fixture's
+    denominator = np.sqrt(variance.astype("float64") + eps_release)
+    fourth = layer.get_weights()[3].astype("float64")
+    if target == "keras_bn":
+        got = fourth + layer.epsilon
+    else:
+        got = np.sqrt(fourth + layer.epsilon)
+    np.testing.assert_allclose(got, denominator, rtol=1e-6)
+    assert np.all(np.isfinite(model.predict(rf.load_arrays(fixture)[0], verbose=0)))
+
+
+def test_a_variance_below_minus_epsilon_is_still_refused(tmp_path):
+    import shutil
+
+    import h5py
+
+    fixture = _fixture("keras-2.2.4-tensorflow", "dense")
+    path = tmp_path / "bad.weights.h5"
+    shutil.copy(fixture.path("weights"), path)
+    with h5py.File(path, "r+") as file:
+        dataset = file["batch_normalization_2/batch_normalization_2/moving_variance:0"]
+        variance = dataset[...]
+        variance[0] = -0.5
+        dataset[...] = variance
+    model = rf.build_model(fixture, batch_normalization="keras_bn")
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(legacy.LegacyFileError, match="greater than -epsilon"):
+        legacy.load_weights(model, path)
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_keras1_tensorflow_names_with_a_session_suffix(tmp_path):
+    """Keras 1.x on TensorFlow suffixed a name that repeated in the session
+    (two models built in one session): Normalize_gamma_2:0. The file's
+    arrays renamed so, then loaded: the release's own predictions."""
+    import shutil
+
+    import h5py
+
+    fixture = _fixture("keras-1.2.2-tensorflow", "dense")
+    path = tmp_path / "suffixed.weights.h5"
+    shutil.copy(fixture.path("weights"), path)
+    renamed = 0
+    with h5py.File(path, "r+") as file:
+        for layer_name in [n.decode() for n in file.attrs["layer_names"]]:
+            group = file[layer_name]
+            names = [n.decode() for n in group.attrs["weight_names"]]
+            if not any("gamma" in n for n in names):
+                continue
+            new_names = []
+            for name in names:
+                stem, _, tail = name.partition(":")
+                new = f"{stem}_2:{tail}"
+                group.move(name, new)
+                new_names.append(new)
+                renamed += 1
+            group.attrs["weight_names"] = [n.encode() for n in new_names]
+    assert renamed >= 4
+    model = rf.build_model(fixture, batch_normalization="keras_bn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        legacy.load_weights(model, path, **load_kwargs(fixture, "weights"))
+    x, y = rf.load_arrays(fixture)
+    got = np.asarray(model.predict(x, verbose=0, batch_size=len(x)), "float64")
+    assert np.max(np.abs(got - y)) <= 1e-4 * np.max(np.abs(y))

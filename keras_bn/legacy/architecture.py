@@ -12,6 +12,7 @@ inputs come before it, and outputs.
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 from keras_bn.legacy.errors import LegacyFileError
@@ -70,6 +71,18 @@ def read_architecture(path):
         from keras_bn.legacy.safe_yaml import load_yaml
 
         config = load_yaml(text, path)
+    if isinstance(config, str):
+        # json.dump(model.to_json(), f), a common idiom, writes the JSON as
+        # a JSON string: decoded once more.
+        try:
+            config = json.loads(config)
+        except (ValueError, RecursionError):
+            raise _fail(path, "a JSON string that is not a model's JSON.") from None
+        warnings.warn(
+            f"{path}: the architecture is a JSON string holding the model's "
+            "JSON (json.dump of to_json()'s result); decoded it once more.",
+            stacklevel=2,
+        )
     return parse(config, path)
 
 

@@ -8,6 +8,7 @@ Nothing here assigns anything.
 """
 
 import dataclasses
+import re
 
 import keras
 import numpy as np
@@ -54,9 +55,13 @@ def role(weight_name):
     """``gamma``, ``beta``, ``mean``, ``fourth`` or None, from a Keras 1.x/2.x
     weight name."""
     base = weight_name.split("/")[-1].split(":")[0]
+    # Keras 1.x on TensorFlow: a name that repeated in the session got a
+    # suffix (Normalize_gamma_2:0).
+    unsuffixed = re.sub(r"_[0-9]+$", "", base)
     for suffix, role in _BATCH_NORM_ROLES.items():
-        if base == suffix or base.endswith("_" + suffix):
-            return role
+        for name in (base, unsuffixed):
+            if name == suffix or name.endswith("_" + suffix):
+                return role
     return None
 
 

@@ -207,8 +207,13 @@ def _merge(a, plan, generation, mode):
         a.refuse("mode", f"merge mode {mode!r} (expected one of {sorted(classes)})")
         return
     plan.cls = classes[mode]
+    # Keras 1 wrote concat_axis (-1 by default) whatever the mode: only a
+    # concatenation reads it; another mode with another axis is refused.
+    axis = a.get("concat_axis", "axis", default=-1)
     if mode == "concat":
-        plan.kwargs = dict(axis=a.get("concat_axis", "axis", default=-1))
+        plan.kwargs = dict(axis=axis)
+    elif axis != -1:
+        a.refuse("concat_axis", f"concat_axis={axis!r} with merge mode {mode!r}")
 
 
 def _simple(a, plan, generation, class_name):
