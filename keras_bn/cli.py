@@ -23,6 +23,7 @@ and the exit status is 1.
 import argparse
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -94,7 +95,15 @@ def _inspect(path):
     return lines
 
 
-def _convert(old, new, weights, batch_normalization, backend=None):
+def _convert(
+    old,
+    new,
+    weights,
+    batch_normalization,
+    backend=None,
+    keras_version=None,
+    channels_first="transpose",
+):
     """Rebuilds ``old``, saves it as ``new``; the report as lines of text."""
     new = os.path.abspath(new)
     if not new.endswith(".keras"):
@@ -109,7 +118,8 @@ def _convert(old, new, weights, batch_normalization, backend=None):
         warnings.simplefilter("ignore")  # load_weights' land in assumptions
         rebuilt = models.rebuild(
             old, weights=weights, batch_normalization=batch_normalization,
-            channels_first="transpose", backend=backend,
+            channels_first=channels_first, backend=backend,
+            keras_version=keras_version,
         )  # fmt: skip
         descriptor, temporary = tempfile.mkstemp(
             prefix=".keras-bn-convert-", suffix=".keras", dir=folder
@@ -131,6 +141,29 @@ def _convert(old, new, weights, batch_normalization, backend=None):
     lines += ["assumptions:"] + [f"  {line}" for line in rebuilt.assumptions]
     lines.append(f"wrote:         {new}")
     return lines
+
+
+# load_model's arguments, as keras-bn convert's options: its messages are
+# told in the command's own terms.
+_OPTIONS = {
+    "backend": "--backend",
+    "weights": "--weights",
+    "keras_version": "--keras-version",
+    "channels_first": "--channels-first",
+}
+_ARGUMENT = re.compile(
+    r"\b(" + "|".join(_OPTIONS) + r")=('[^']*'|\"[^\"]*\"|[^\s,;:)]*[^\s,;:).])?"
+)
+
+
+def _in_option_terms(message):
+    """``pass backend='theano'`` as ``pass --backend theano``."""
+
+    def option(match):
+        value = (match.group(2) or "").strip("'\"")
+        return _OPTIONS[match.group(1)] + (f" {value}" if value else "")
+
+    return _ARGUMENT.sub(option, message)
 
 
 def _error(message):
@@ -185,6 +218,19 @@ def main(argv=None):
         help="the old backend, where the files do not record it (Keras 0.x "
         "models with convolutions)",
     )
+    convert.add_argument(
+        "--keras-version",
+        help="the Keras release that wrote the files, where they do not record "
+        "it (Keras 1.x weights files), e.g. 1.0.8",
+    )
+    convert.add_argument(
+        "--channels-first",
+        choices=("transpose", "native", "auto"),
+        default="transpose",
+        help="channels-first layers: between two Permute layers (transpose, "
+        "the default: the file runs on every backend), natively, or auto "
+        "(transpose on TensorFlow only)",
+    )
     arguments = parser.parse_args(argv)
     source = arguments.file if arguments.command == "inspect" else arguments.old
     try:
@@ -194,8 +240,11 @@ def main(argv=None):
             lines = _convert(
                 arguments.old, arguments.new, arguments.weights,
                 arguments.batch_normalization, arguments.backend,
+                arguments.keras_version, arguments.channels_first,
             )  # fmt: skip
     except legacy.LegacyFileError as error:
+        if arguments.command == "convert":
+            return _error(_in_option_terms(str(error)))
         return _error(str(error))
     except Exception as error:  # never a traceback: one line, exit 1
         return _error(f"{source}: {type(error).__name__}: {error}")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import keras
 import numpy as np
 import pytest
 from legacy_fixtures import EXAMPLES, example_arrays
@@ -271,3 +272,31 @@ def test_inspect_into_a_closed_pipe_is_quiet(tmp_path, arrays):
     assert "Traceback" not in stderr.decode(), stderr.decode()
     assert "BrokenPipeError" not in stderr.decode()
     assert process.returncode == 0
+
+
+def test_convert_speaks_in_its_own_options(tmp_path, capsys):
+    """Its errors name --backend and --weights, not load_model's backend= and
+    weights=; --keras-version and --channels-first reach load_model."""
+    directory = REAL / "keras-0.3.3-theano"
+    out = tmp_path / "m.keras"
+    code = main(
+        ["convert", str(directory / "conv2d_cf.json"), str(out),
+         "--weights", str(directory / "conv2d_cf.weights.h5")]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and "--backend" in err and "backend=" not in err, err
+    code = main(["convert", str(directory / "conv2d_cf.json"), str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "--weights" in err and "weights=" not in err, err
+    assert os.listdir(tmp_path) == []
+    directory = REAL / "keras-1.0.8-theano"
+    code = main(
+        ["convert", str(directory / "dense.json"), str(out),
+         "--weights", str(directory / "dense.weights.h5"),
+         "--keras-version", "1.0.8", "--channels-first", "native"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    arrays = np.load(directory / "dense.npz")
+    model = keras.saving.load_model(out)
+    got = model.predict(arrays["x"], verbose=0)
+    assert np.max(np.abs(got - arrays["y"])) <= 1e-4 * np.max(np.abs(arrays["y"]))
