@@ -234,9 +234,24 @@ def feature_axes(axis, ndim):
     return tuple(sorted(positive))
 
 
-def option_combinations(mode, synchronized, virtual_batch_size, epsilon_in_root):
+def option_combinations(
+    mode, synchronized, virtual_batch_size, epsilon_in_root, skip_non_finite=False
+):
     """The layer's options that each check out alone but not together
     (ValueError: each is of the right type)."""
+    if mode == 2:
+        # Keras 1.x's mode 2 had none of these, and skip_non_finite guards a
+        # running update that mode 2 does not make.
+        for name, value in [
+            ("synchronized", synchronized),
+            ("virtual_batch_size", virtual_batch_size is not None),
+            ("skip_non_finite", skip_non_finite),
+        ]:
+            if value:
+                raise ValueError(
+                    f"{name}: not with mode=2 (Keras 1.x's featurewise "
+                    "normalization with the batch's statistics in both phases)."
+                )
     if synchronized and keras.backend.backend() == "torch":
         raise ValueError(
             "synchronized=True: Keras does not distribute training on the "
@@ -271,7 +286,13 @@ def seed_arguments(input_shape, epsilon, mode, momentum, axis):
     epsilon = number(
         "epsilon", epsilon, expected="a positive finite number", positive=True
     )
-    mode = one_of("mode", mode, (0, 1), expected="0 (featurewise) or 1 (samplewise)")
+    mode = one_of(
+        "mode",
+        mode,
+        (0, 1, 2),
+        expected="0 (featurewise), 1 (samplewise) or 2 (featurewise, batch "
+        "statistics in both phases)",
+    )
     momentum = number(
         "momentum", momentum, expected="a number in [0, 1]", minimum=0, maximum=1
     )

@@ -44,7 +44,11 @@ class BatchNormalization(keras.layers.Layer):
             computed in (float32 unless the layer's dtype is float64).
         mode: 0 for featurewise normalization (statistics over the batch);
             1 for samplewise normalization (each sample over its last axis,
-            in both phases; the running estimates still update).
+            in both phases; the running estimates still update); 2 for
+            Keras 1.x's mode 2: featurewise, with the batch's statistics in
+            both phases, ``gamma * (x - m) / sqrt(var + epsilon) + beta``
+            (epsilon once, inside the root, as Keras 1.x computed it), the
+            running estimates never updated.
         momentum: In [0, 1], the weight of the old value in the running
             estimates' update. 1 freezes them; 0 keeps the last batch's.
         weights: Optional initial weight list, as `set_weights()` takes it:
@@ -200,6 +204,7 @@ class BatchNormalization(keras.layers.Layer):
             self.synchronized,
             self.virtual_batch_size,
             self.samplewise_epsilon_in_root,
+            self.skip_non_finite,
         )
         if input_shape is not None:
             kwargs["input_shape"] = input_shape
@@ -404,6 +409,14 @@ class BatchNormalization(keras.layers.Layer):
         mask = _training.broadcastable_mask(mask, x)
         if self._input_recorder is not None:
             self._input_recorder(x, mask)
+
+        if self.mode == 2:
+            # Keras 1.x: the batch's statistics in both phases, its running
+            # estimates never updated (as the releases' own files show).
+            y = functional.keras1_batch_normalize(
+                x, gamma, beta, self._reduction_axes, epsilon, mask
+            )
+            return functional.as_dtype(y, self.compute_dtype)
 
         if not training:
             if self.mode == 0:

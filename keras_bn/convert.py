@@ -211,9 +211,10 @@ def to_keras(layer, *, epsilon=None):
             f"{type(layer).__name__}."
         )
     if layer.mode != 0:
+        what = {1: "samplewise", 2: "the batch's statistics at inference too"}
         raise ValueError(
-            f"layer: '{layer.name}' has mode={layer.mode} (samplewise); "
-            "keras.layers.BatchNormalization only normalizes featurewise (mode 0)."
+            f"layer: '{layer.name}' has mode={layer.mode} ({what[layer.mode]}); "
+            "keras.layers.BatchNormalization computes mode 0 only."
         )
     rank = _built_input_rank(layer)
     feature_axes = layer.feature_axes(rank)

@@ -194,10 +194,15 @@ def _batch_norm_links(model, sequential):
 
 def _fold_problem(batch_norm, producer):
     """Why ``batch_norm`` cannot fold into ``producer``, or None."""
-    if isinstance(batch_norm, BatchNormalization) and batch_norm.mode != 0:
+    if isinstance(batch_norm, BatchNormalization) and batch_norm.mode == 1:
         return (
             "mode 1 (samplewise) normalizes each sample with its own "
             "statistics, which no kernel can hold"
+        )
+    if isinstance(batch_norm, BatchNormalization) and batch_norm.mode == 2:
+        return (
+            "mode 2 normalizes with each batch's own statistics at inference "
+            "too, which no kernel can hold"
         )
     if not isinstance(producer, _PRODUCERS):
         return (

@@ -37,6 +37,7 @@ __all__ = [
     "detached_like",
     "featurewise_train",
     "inference_scale_offset",
+    "keras1_batch_normalize",
     "moving_average",
     "normalize_inference",
     "samplewise_inference",
@@ -152,6 +153,16 @@ def normalize_inference(x, gamma, beta, running_mean, running_std, epsilon):
         gamma, beta, running_mean, running_std, epsilon
     )
     return _multiply_add(x, scale, offset)
+
+
+def keras1_batch_normalize(x, gamma, beta, axes, epsilon, mask=None):
+    """Mode 2 (Keras 1.x), in both phases: ``gamma * (x - m) /
+    sqrt(var + epsilon) + beta`` with the batch's statistics over ``axes``
+    (masked positions left out of them), epsilon inside the root only, as
+    Keras 1.x's ``normalize_batch_in_training`` computed it. Plain
+    operations: autodiff gives every derivative."""
+    mean, std = batch_moments(x, axes, epsilon, mask)
+    return _multiply_add((x - mean) / std, gamma, beta)
 
 
 def samplewise_normalize(x, gamma, beta, epsilon, epsilon_in_root=False):

@@ -143,14 +143,14 @@ def supports(fixture: Fixture, batch_normalization: str) -> tuple[bool, str]:
     if batch_normalization not in ("keras_bn", "keras"):
         raise ValueError(f"batch_normalization: {batch_normalization!r}")
     for spec in fixture.batch_norm_specs():
-        if spec["mode"] == 2:
-            return False, (
-                "mode 2 normalizes with the batch's statistics at test time; "
-                "neither keras_bn nor Keras 3 has it"
-            )
         if batch_normalization == "keras":
             if spec["mode"] == 1:
                 return False, "mode 1 (samplewise): keras_bn only"
+            if spec["mode"] == 2:
+                return False, (
+                    "mode 2 normalizes with the batch's statistics at test "
+                    "time: keras_bn only"
+                )
             if spec["axis"] is None and _input_rank(fixture, spec) != 1:
                 return False, (
                     "per-activation statistics over a sample of rank > 1: "
@@ -163,8 +163,6 @@ def _bn_layer(spec: dict, batch_normalization: str, name: str | None):
     kw = {"name": name} if name else {}
     if batch_normalization == "keras_bn":
         mode = spec["mode"]
-        if mode == 2:
-            mode = 0  # for shape checks only: see supports()
         if mode == 1:
             kw["samplewise_epsilon_in_root"] = (
                 spec.get("samplewise_std") == "sqrt(var + epsilon)"

@@ -59,3 +59,13 @@ def variance_form(x, gamma, beta, moving_mean, moving_variance, epsilon):
 def broadcast_shape(x_shape, feature_axes):
     """``x_shape`` with size 1 on every axis but the feature axes."""
     return tuple(n if a in feature_axes else 1 for a, n in enumerate(x_shape))
+
+
+def keras1_mode2(x, gamma, beta, epsilon, reduction_axes=(0,)):
+    """Keras 1.x's mode 2, from its source (``normalize_batch_in_training``,
+    in both phases): the batch's ``m`` and ``var``,
+    ``gamma * (x - m) / sqrt(var + epsilon) + beta``."""
+    x = np.asarray(x, dtype="float64")
+    m = x.mean(axis=reduction_axes, keepdims=True)
+    var = x.var(axis=reduction_axes, keepdims=True)
+    return gamma * (x - m) / np.sqrt(var + epsilon) + beta

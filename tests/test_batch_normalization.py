@@ -16,6 +16,7 @@ from conftest import (
     to_numpy,
 )
 from reference import (
+    keras1_mode2,
     seed_batch_statistics,
     seed_featurewise,
     seed_running_update,
@@ -170,6 +171,44 @@ def test_mode1_still_updates_running_estimates(rng):
     mean, std = seed_batch_statistics(x, 1e-6)
     np.testing.assert_allclose(layer.get_weights()[2], 0.1 * mean[0], atol=1e-6)
     np.testing.assert_allclose(layer.get_weights()[3], 0.9 + 0.1 * std[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, axis", [((8, 4), None), ((4, 3, 3, 2), -1)])
+@pytest.mark.parametrize("training", [True, False])
+def test_mode2_batch_statistics_in_both_phases(rng, shape, axis, training):
+    """Keras 1.x's mode 2 (tests/reference.py): the batch's statistics at
+    inference too, epsilon inside the root only; the running estimates never
+    move (the releases' own files kept their initial values)."""
+    x = rng.normal(3.0, 2.0, size=shape).astype("float32")
+    layer = BatchNormalization(epsilon=1e-3, mode=2, axis=axis)
+    layer.build(shape)
+    param_shape = layer.gamma.shape
+    weights = random_weights(rng, param_shape)
+    layer.set_weights(weights)
+    y = layer(x, training=training)
+    axes = (0,) if axis is None else tuple(range(len(shape) - 1))
+    expected = keras1_mode2(x, weights[0], weights[1], 1e-3, axes)
+    assert_close(y, expected)
+    for got, want in zip(layer.get_weights()[2:], weights[2:]):
+        np.testing.assert_array_equal(got, want.astype("float32"))
+    # Not the seed's formula: epsilon is not added to the std again.
+    mean, std = seed_batch_statistics(x, 1e-3, axes)
+    seed = seed_featurewise(x, weights[0], weights[1], mean, std, 1e-3)
+    assert np.max(np.abs(to_numpy(y) - seed)) > 1e-4
+
+
+def test_mode2_is_refused_where_it_has_no_equivalent(rng):
+    from keras_bn import convert, fold_batchnorm
+
+    layer = BatchNormalization((4,), 1e-3, 2)
+    with pytest.raises(ValueError, match="mode=2"):
+        convert.to_keras(layer)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), layer])
+    _, report = fold_batchnorm(model, return_report=True)
+    assert not report.folded
+    assert "mode 2" in report.unfolded[layer.name]
+    config = layer.get_config()
+    assert BatchNormalization.from_config(config).mode == 2
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.5, 0.9, 1.0])
@@ -384,7 +423,9 @@ def test_saved_model_loads_in_fresh_process(rng, tmp_path, fmt):
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(mode=2), ValueError, "mode: expected 0 .* or 1 .*, got 2"),
+        (dict(mode=3), ValueError, "mode: expected 0 .*, 1 .* or 2 .*, got 3"),
+        (dict(mode=2, virtual_batch_size=2), ValueError, "virtual_batch_size: not"),
+        (dict(mode=2, skip_non_finite=True), ValueError, "skip_non_finite: not"),
         (dict(mode=True), TypeError, "mode: expected .*, got True"),
         (dict(epsilon=0), ValueError, "epsilon: expected a positive"),
         (dict(epsilon=-1e-3), ValueError, "epsilon"),

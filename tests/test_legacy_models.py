@@ -161,7 +161,7 @@ def test_unknown_layers_and_arguments_are_all_listed(tmp_path):
     def edit(config):
         config["config"][2]["class_name"] = "PReLU"
         config["config"][0]["config"]["border_mode"] = "full"
-        config["config"][1]["config"]["mode"] = 2
+        config["config"][1]["config"]["mode"] = 3
 
     path = _edited(tmp_path, fixture, edit)
     with pytest.raises(legacy.LegacyFileError) as error:
@@ -170,7 +170,7 @@ def test_unknown_layers_and_arguments_are_all_listed(tmp_path):
     assert "3 thing(s)" in message
     assert "'activation_5' (PReLU)" in message
     assert "border_mode" in message and "'full'" in message
-    assert "mode 2" in message and "batchnormalization_8" in message
+    assert "mode 3" in message and "batchnormalization_8" in message
 
 
 @pytest.mark.parametrize(

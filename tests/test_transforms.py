@@ -36,6 +36,7 @@ CASES = {
     "mode0-ghost-batches": (dict(axis=-1, virtual_batch_size=4), (8, 3)),
     "mode1": (dict(mode=1), (6, 5)),
     "mode1-epsilon-in-root": (dict(mode=1, samplewise_epsilon_in_root=True), (6, 5)),
+    "mode2-image-axis-1": (dict(mode=2, axis=-1), (4, 3, 2, 3)),
 }
 
 
@@ -64,7 +65,8 @@ def plain_output(options, x, gamma, beta):
     mean = ops.sum(x, axis=axes, keepdims=True) / count
     variance = ops.sum(ops.square(x - mean), axis=axes, keepdims=True) / count
     std = ops.sqrt(variance + EPSILON)
-    y = (x - mean) / (std + EPSILON)
+    # Keras 1.x's mode 2 adds epsilon inside the root only.
+    y = (x - mean) / (std if options.get("mode") == 2 else std + EPSILON)
     if ghost:
         y = ops.reshape(y, (-1, *y.shape[2:]))
     return gamma * y + beta

@@ -211,17 +211,8 @@ def _check_affine(path, source, target, roles):
 def _check_mode(path, source, target, bn):
     """The source's mode, where the file tells it, must be the target's."""
     target_mode = target.mode if isinstance(target, BatchNormalization) else 0
-    if bn.mode == 2:
-        raise LegacyFileError(
-            f"Layer '{source.name}': mode 2 (Keras 1.x: batch statistics at "
-            "inference too) has no Keras 3 equivalent; neither "
-            "keras_bn.BatchNormalization nor the stock layer computes it.",
-            path=path,
-            layer=source.name,
-            field="mode",
-        )
     if bn.mode is not None and bn.mode != target_mode:
-        kind = {0: "featurewise", 1: "samplewise"}
+        kind = {0: "featurewise", 1: "samplewise", 2: "batch statistics at inference"}
         raise LegacyFileError(
             f"Layer '{source.name}': the file's layer has mode={bn.mode} "
             f"({kind[bn.mode]}), the model's layer '{target.name}' "

@@ -175,24 +175,24 @@ def _batch_norm(a, plan, generation, target):
     momentum = a.get("momentum", default=0.99 if generation >= 1 else 0.9)
     center = bool(a.get("center", default=True))
     scale = bool(a.get("scale", default=True))
-    if mode == 2:
-        a.refuse(
-            "mode",
-            "mode 2 (batch statistics at inference too) has no exact Keras 3 "
-            "equivalent",
-        )
-    elif mode not in (0, 1):
+    if mode not in (0, 1, 2):
         a.refuse("mode", f"mode {mode!r} (expected 0, 1 or 2)")
     common = dict(epsilon=epsilon, momentum=momentum, center=center, scale=scale)
     if target == "keras":
         if mode == 1:
             a.refuse("mode", "mode 1 (samplewise) needs batch_normalization='keras_bn'")
+        if mode == 2:
+            a.refuse(
+                "mode",
+                "mode 2 (batch statistics at inference too) needs "
+                "batch_normalization='keras_bn'",
+            )
         plan.cls = keras.layers.BatchNormalization
         plan.per_activation_bn = axis is None
         plan.kwargs = dict(common, axis=-1 if axis is None else axis)
         return
     plan.cls = BatchNormalization
-    plan.kwargs = dict(common, mode=mode if mode in (0, 1) else 0, axis=axis)
+    plan.kwargs = dict(common, mode=mode if mode in (0, 1, 2) else 0, axis=axis)
     if mode == 1:
         plan.kwargs["samplewise_epsilon_in_root"] = generation == 1
 
