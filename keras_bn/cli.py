@@ -28,8 +28,7 @@ import sys
 import tempfile
 import warnings
 
-from keras_bn import legacy
-from keras_bn.legacy import models, releases
+import keras_bn
 
 __all__ = ["main"]
 
@@ -42,6 +41,9 @@ _FORMS = {
 
 def _inspect(path):
     """The report on one file, as lines of text."""
+    from keras_bn import legacy
+    from keras_bn.legacy import releases
+
     weights = legacy.read_weights(path)
     form, epsilon = weights.batch_norm_form()
     lines = [
@@ -105,6 +107,9 @@ def _convert(
     channels_first="transpose",
 ):
     """Rebuilds ``old``, saves it as ``new``; the report as lines of text."""
+    from keras_bn import legacy
+    from keras_bn.legacy import models
+
     new = os.path.abspath(new)
     if not new.endswith(".keras"):
         raise legacy.LegacyFileError(
@@ -188,6 +193,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="keras-bn", description="Tools for keras_bn and legacy Keras files."
     )
+    parser.add_argument(
+        "--version", action="version", version=f"keras-bn {keras_bn.__version__}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     inspect = commands.add_parser(
         "inspect",
@@ -233,6 +241,10 @@ def main(argv=None):
     )
     arguments = parser.parse_args(argv)
     source = arguments.file if arguments.command == "inspect" else arguments.old
+    if keras_bn.NO_BACKEND is not None:
+        return _error(keras_bn.NO_BACKEND)
+    from keras_bn import legacy
+
     try:
         if arguments.command == "inspect":
             lines = _inspect(arguments.file)

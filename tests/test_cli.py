@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from legacy_fixtures import EXAMPLES, example_arrays
 
+import keras_bn
 from keras_bn.cli import main
 
 
@@ -300,3 +301,44 @@ def test_convert_speaks_in_its_own_options(tmp_path, capsys):
     model = keras.saving.load_model(out)
     got = model.predict(arrays["x"], verbose=0)
     assert np.max(np.abs(got - arrays["y"])) <= 1e-4 * np.max(np.abs(arrays["y"]))
+
+
+@pytest.mark.slow
+def test_without_a_backend(tmp_path):
+    """No KERAS_BACKEND and no TensorFlow (a stand-in that fails to import,
+    as an absent one does): --help and --version work, a command that needs
+    Keras says in one line what to set, and the library's names say so too."""
+    fake = tmp_path / "site" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'tensorflow'\", "
+        "name='tensorflow')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(tmp_path / "site"), env.get("PYTHONPATH", "")]
+    )
+
+    def cli(*arguments):
+        return subprocess.run(
+            [sys.executable, "-m", "keras_bn.cli", *arguments],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+
+    result = cli("--help")
+    assert result.returncode == 0 and "usage: keras-bn" in result.stdout
+    assert "Traceback" not in result.stderr
+    result = cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"keras-bn {keras_bn.__version__}"
+    result = cli("inspect", str(tmp_path / "any.h5"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "KERAS_BACKEND" in line and "keras-bn[jax]" in line
+    result = subprocess.run(
+        [sys.executable, "-c", "from keras_bn import BatchNormalization"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("ImportError: ")
+    assert "KERAS_BACKEND" in result.stderr
