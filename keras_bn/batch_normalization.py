@@ -130,7 +130,8 @@ class BatchNormalization(keras.layers.Layer):
 
     model = keras.Sequential(
         [
-            keras.layers.Dense(100, use_bias=False, input_shape=(64,)),
+            keras.Input((64,)),
+            keras.layers.Dense(100, use_bias=False),
             BatchNormalization(input_shape=(100,)),  # the seed's signature
             keras.layers.Activation("sigmoid"),
             keras.layers.Dense(10, activation="softmax"),
