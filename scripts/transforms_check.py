@@ -75,13 +75,7 @@ def derivative_errors(case, rng):
 
 
 def integer_difference(rng):
-    data = rng.integers(0, 255, size=(16, 3, 4))
-    weights = [
-        rng.uniform(0.5, 1.5, (3, 4)),
-        rng.normal(size=(3, 4)),
-        rng.normal(100.0, 10.0, size=(3, 4)),
-        rng.uniform(50.0, 80.0, (3, 4)),
-    ]
+    data, weights = t.integer_case(rng)
     largest = 0.0
     for mode in (0, 1):
         for training in (False, True):

@@ -98,26 +98,32 @@ def test_batchnorm_sync_fused_error():
     pytest.skip("fused: not an argument of Keras 3 layers, nor of keras_bn")
 
 
-def _test_batchnorm_convnet(synchronized=False):
-    # CHANGED: tf-keras ran this on a GPU only (NCHW kernels); it runs
-    # everywhere here, with Keras 3's SGD for tf.compat.v1's optimizer.
+def _test_batchnorm_convnet(axis=1, synchronized=False):
+    """tf-keras' convnet tests: channels-first (axis 1) and channels-last
+    (axis -1), one body here (there, two copies of it)."""
+    # CHANGED: tf-keras ran the channels-first one on a GPU only (NCHW
+    # kernels); it runs everywhere here, with Keras 3's SGD for
+    # tf.compat.v1's optimizer.
+    shape = (3, 4, 4) if axis == 1 else (4, 4, 3)
     model = keras.Sequential(
         [
-            keras.Input((3, 4, 4)),
-            norm := peer_layer(axis=1, momentum=0.8, synchronized=synchronized),
+            keras.Input(shape),
+            norm := peer_layer(axis=axis, momentum=0.8, synchronized=synchronized),
         ]
     )
     model.compile(loss="mse", optimizer=keras.optimizers.SGD(0.01))
 
     # centered on 5.0, variance 10.0
-    x = np.random.default_rng(0).normal(loc=5.0, scale=10.0, size=(1000, 3, 4, 4))
+    x = np.random.default_rng(0).normal(loc=5.0, scale=10.0, size=(1000, *shape))
     model.fit(x, x, epochs=4, verbose=0)
     out = model.predict(x, verbose=0)
-    out -= np.reshape(to_numpy(norm.beta), (1, 3, 1, 1))
-    out /= np.reshape(to_numpy(norm.gamma), (1, 3, 1, 1))
+    broadcast = (1, 3, 1, 1) if axis == 1 else (1, 1, 1, 3)
+    out -= np.reshape(to_numpy(norm.beta), broadcast)
+    out /= np.reshape(to_numpy(norm.gamma), broadcast)
 
-    np.testing.assert_allclose(np.mean(out, axis=(0, 2, 3)), 0.0, atol=1e-1)
-    np.testing.assert_allclose(np.std(out, axis=(0, 2, 3)), 1.0, atol=1e-1)
+    reduction = (0, 2, 3) if axis == 1 else (0, 1, 2)
+    np.testing.assert_allclose(np.mean(out, axis=reduction), 0.0, atol=1e-1)
+    np.testing.assert_allclose(np.std(out, axis=reduction), 1.0, atol=1e-1)
 
 
 @pytest.mark.slow
@@ -135,20 +141,7 @@ def test_batchnorm_convnet_synchronized():
 
 @pytest.mark.slow
 def test_batchnorm_convnet_channel_last():
-    model = keras.Sequential(
-        [keras.Input((4, 4, 3)), norm := peer_layer(axis=-1, momentum=0.8)]
-    )
-    model.compile(loss="mse", optimizer=keras.optimizers.SGD(0.01))
-
-    # centered on 5.0, variance 10.0
-    x = np.random.default_rng(1).normal(loc=5.0, scale=10.0, size=(1000, 4, 4, 3))
-    model.fit(x, x, epochs=4, verbose=0)
-    out = model.predict(x, verbose=0)
-    out -= np.reshape(to_numpy(norm.beta), (1, 1, 1, 3))
-    out /= np.reshape(to_numpy(norm.gamma), (1, 1, 1, 3))
-
-    np.testing.assert_allclose(np.mean(out, axis=(0, 1, 2)), 0.0, atol=1e-1)
-    np.testing.assert_allclose(np.std(out, axis=(0, 1, 2)), 1.0, atol=1e-1)
+    _test_batchnorm_convnet(axis=-1)
 
 
 def _run_batchnorm_correctness_test(dtype="float32", synchronized=False):

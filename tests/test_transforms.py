@@ -532,13 +532,9 @@ def test_torch_func_transforms(case, rng, transform):
 INTEGER_DTYPES = ["uint8", "int32", "int64"]
 
 
-@pytest.mark.parametrize("dtype", INTEGER_DTYPES)
-@pytest.mark.parametrize("mode", [0, 1])
-@pytest.mark.parametrize("training", [False, True])
-def test_integer_inputs_give_the_float_result(rng, dtype, mode, training):
-    """Integers are cast to the layer's compute dtype first, as Keras layers
-    cast: the same data as uint8 and as float32, through the same weights,
-    give the same output and the same running estimates."""
+def integer_case(rng):
+    """uint8-range data of 16 samples of shape (3, 4), and a weight list
+    whose running estimates fit such data."""
     data = rng.integers(0, 255, size=(16, 3, 4))
     weights = [
         rng.uniform(0.5, 1.5, (3, 4)),
@@ -546,6 +542,17 @@ def test_integer_inputs_give_the_float_result(rng, dtype, mode, training):
         rng.normal(100.0, 10.0, size=(3, 4)),
         rng.uniform(50.0, 80.0, (3, 4)),
     ]
+    return data, weights
+
+
+@pytest.mark.parametrize("dtype", INTEGER_DTYPES)
+@pytest.mark.parametrize("mode", [0, 1])
+@pytest.mark.parametrize("training", [False, True])
+def test_integer_inputs_give_the_float_result(rng, dtype, mode, training):
+    """Integers are cast to the layer's compute dtype first, as Keras layers
+    cast: the same data as uint8 and as float32, through the same weights,
+    give the same output and the same running estimates."""
+    data, weights = integer_case(rng)
     results = {}
     for kind in ("float32", dtype):
         layer = BatchNormalization((3, 4), 1e-3, mode, weights=weights)
