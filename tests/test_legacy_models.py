@@ -310,3 +310,101 @@ def test_a_json_string_holding_the_json_is_decoded_once_more(tmp_path):
     path.write_text(json.dumps("not a model"))
     with pytest.raises(legacy.LegacyFileError, match="not a model's JSON"):
         legacy.load_model(path, weights=fixture.path("weights"))
+
+
+# -- Lambda layers and other refused layers, supplied by the caller ------------------
+
+
+def _with_a_lambda(tmp_path):
+    """Keras 1.2.2's functional fixture with a Lambda ``scale`` between
+    ``a_act`` and the Merge, as Keras 1 wrote one: marshalled bytecode in its
+    config (here bytes that would fail to run, and must never be run)."""
+    fixture = _fixture("keras-1.2.2-tensorflow", "functional")
+    config = json.loads(fixture.path("json").read_text())
+    layers = config["config"]["layers"]
+    lambda_layer = {
+        "class_name": "Lambda",
+        "name": "scale",
+        "config": {
+            "name": "scale",
+            "trainable": True,
+            "function": ["4wEAAAAAAAAA never run", None, None],
+            "function_type": "lambda",
+            "output_shape": None,
+            "output_shape_type": "raw",
+            "arguments": {},
+        },
+        "inbound_nodes": [[["a_act", 0, 0]]],
+    }
+    merge = next(i for i, layer in enumerate(layers) if layer["name"] == "cat")
+    layers.insert(merge, lambda_layer)
+    layers[merge + 1]["inbound_nodes"] = [[["scale", 0, 0], ["b_bn", 0, 0]]]
+    path = tmp_path / "lambda.json"
+    path.write_text(json.dumps(config))
+    return fixture, path
+
+
+def test_a_lambda_is_refused_by_name_and_its_code_never_runs(tmp_path):
+    fixture, path = _with_a_lambda(tmp_path)
+    with pytest.raises(legacy.LegacyFileError) as raised:
+        legacy.load_model(path, weights=fixture.path("weights"))
+    message = str(raised.value)
+    assert "'scale' (Lambda)" in message and "never run" in message
+    assert "substitutes={name:" in message and "['scale']" in message
+    assert (raised.value.layer, raised.value.field) == ("scale", "class_name")
+
+
+@pytest.mark.parametrize("kind", ["function", "layer"])
+def test_a_lambda_supplied_as_a_substitute(tmp_path, kind):
+    """The caller's function (or layer) in place of the Lambda: the model's
+    output against NumPy's, through the branches' outputs."""
+    import keras
+
+    fixture, path = _with_a_lambda(tmp_path)
+    if kind == "function":
+        substitute = lambda t: t * 2.0  # noqa: E731
+    else:
+        substitute = keras.layers.Rescaling(2.0, name="scale")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = legacy.load_model(
+            path, weights=fixture.path("weights"), substitutes={"scale": substitute}
+        )
+    x, y = rf.load_arrays(fixture)
+    branches = keras.Model(
+        model.inputs, [model.get_layer("a_act").output, model.get_layer("b_bn").output]
+    )
+    a, b = (np.asarray(v, "float64") for v in branches.predict(x, verbose=0))
+    kernel, bias = model.get_layer("out").get_weights()
+    expected = np.concatenate([2.0 * a, b], axis=-1) @ kernel + bias
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5
+    )
+    # The rest of the model is the release's: without the doubling, its y.
+    undoubled = np.concatenate([a, b], axis=-1) @ kernel + bias
+    assert np.max(np.abs(undoubled - y)) <= 1e-4 * np.max(np.abs(y))
+
+
+@pytest.mark.parametrize(
+    "substitutes, message, layer, field",
+    [
+        # Builds, but does not fit: the weights of the layer after it say so.
+        (
+            {"scale": lambda t: t[:, :2]},
+            "with substitutes for \\['scale'\\]",
+            "out",
+            "out_W:0",
+        ),
+        ({"nope": abs}, "name no layer of the architecture", None, "substitutes"),
+        ({"scale": 3}, "expected a keras.layers.Layer or a function, got int", "scale",
+         "substitutes"),
+        ([("scale", abs)], "expected a dict", None, "substitutes"),
+    ],
+)  # fmt: skip
+def test_bad_substitutes_are_refused(tmp_path, substitutes, message, layer, field):
+    fixture, path = _with_a_lambda(tmp_path)
+    with pytest.raises(legacy.LegacyFileError, match=message) as raised:
+        legacy.load_model(
+            path, weights=fixture.path("weights"), substitutes=substitutes
+        )
+    assert (raised.value.layer, raised.value.field) == (layer, field)

@@ -40,13 +40,16 @@ class Plan:
     """cls: the Keras 3 layer class; kwargs: its arguments; problems:
     ``[(field, message)]``; channels_first: the layer computes
     channels-first (TensorFlow's CPU runs it between Permutes);
-    per_activation_bn: a stock BN whose old statistics were per activation."""
+    per_activation_bn: a stock BN whose old statistics were per activation;
+    substitute: the layer the caller supplied in its place (then ``cls`` and
+    ``kwargs`` are unused)."""
 
     cls: type | None = None
     kwargs: dict = dataclasses.field(default_factory=dict)
     problems: list = dataclasses.field(default_factory=list)
     channels_first: bool = False
     per_activation_bn: bool = False
+    substitute: object = None
 
 
 class _Args:
@@ -297,6 +300,11 @@ def translate(node, generation, target):
         _merge(a, plan, generation, _MERGES[name])
     elif name in _SIMPLE:
         _simple(a, plan, generation, name)
+    elif name == "Lambda":
+        plan.problems.append(
+            ("class_name", "a Lambda layer's stored code is never run")
+        )
+        return plan
     else:
         plan.problems.append(("class_name", f"layer class {name!r} is not supported"))
         return plan

@@ -18,7 +18,7 @@ from keras_bn.legacy import releases
 from keras_bn.legacy.architecture import parse, read_architecture
 from keras_bn.legacy.assign import load_weights
 from keras_bn.legacy.errors import LegacyFileError
-from keras_bn.legacy.layers_map import translate
+from keras_bn.legacy.layers_map import Plan, translate
 from keras_bn.legacy.reading import read_weights
 
 __all__ = ["Rebuilt", "load_model", "rebuild"]
@@ -75,17 +75,65 @@ def _sources(path, weights):
 
 def _problem_list(arch, problems):
     lines = "; ".join(f"layer '{n}' ({c}): {f}: {m}" for n, c, f, m in problems)
+    layers = sorted({n for n, c, f, m in problems if f == "class_name"})
+    hint = (
+        f" To supply {layers} yourself, pass substitutes={{name: a "
+        "keras.layers.Layer or a function}}."
+        if layers
+        else ""
+    )
     return LegacyFileError(
-        f"cannot rebuild {len(problems)} thing(s): {lines}.", path=arch.path
+        f"cannot rebuild {len(problems)} thing(s): {lines}.{hint}",
+        path=arch.path,
+        layer=problems[0][0] if len(problems) == 1 else None,
+        field=problems[0][2] if len(problems) == 1 else None,
     )
 
 
-def _plans(arch, target):
+def _check_substitutes(arch, substitutes):
+    """``substitutes``: a mapping of the architecture's layer names to a
+    ``keras.layers.Layer`` or a callable (wrapped in ``keras.layers.Lambda``:
+    the caller's code, never the file's)."""
+    if substitutes is None:
+        return {}
+    if not isinstance(substitutes, dict) or not all(
+        isinstance(name, str) for name in substitutes
+    ):
+        raise LegacyFileError(
+            "substitutes: expected a dict of layer names to layers or "
+            f"functions, got {type(substitutes).__name__}.",
+            path=arch.path,
+            field="substitutes",
+        )
+    names = {node.name for node in arch.nodes}
+    unknown = sorted(set(substitutes) - names)
+    if unknown:
+        raise LegacyFileError(
+            f"substitutes: {unknown[:10]} name no layer of the architecture.",
+            path=arch.path,
+            field="substitutes",
+        )
+    for name, value in substitutes.items():
+        if not (isinstance(value, keras.layers.Layer) or callable(value)):
+            raise LegacyFileError(
+                f"substitutes: '{name}': expected a keras.layers.Layer or a "
+                f"function, got {type(value).__name__}.",
+                path=arch.path,
+                layer=name,
+                field="substitutes",
+            )
+    return substitutes
+
+
+def _plans(arch, target, substitutes):
     plans, problems = {}, []
     for name, shape, _ in arch.inputs:
         if shape is None or any(d is None for d in shape[1:]):
             problems.append((name, "Input", "input_shape", f"unknown shape {shape!r}"))
     for node in arch.nodes:
+        if node.name in substitutes:
+            plans[node.name] = Plan(substitute=substitutes[node.name])
+            continue
         plan = translate(node, arch.generation, target)
         problems += [(node.name, node.class_name, f, m) for f, m in plan.problems]
         plans[node.name] = plan
@@ -97,6 +145,11 @@ def _plans(arch, target):
 def _call(node, plan, inputs, transpose):
     L = keras.layers
     x = inputs if len(inputs) > 1 else inputs[0]
+    if plan.substitute is not None:
+        layer = plan.substitute
+        if not isinstance(layer, L.Layer):
+            layer = L.Lambda(layer, name=node.name)
+        return layer(x)
     layer = plan.cls(name=node.name, **plan.kwargs)
     if plan.channels_first and transpose:
         layer = plan.cls(
@@ -126,8 +179,19 @@ def _build(arch, plans, transpose):
             tensors[node.name] = _call(node, plans[node.name], args, transpose)
         except Exception as error:  # a bad argument value or shape
             message = " ".join(str(error).split())[:300]
+            substituted = [i for i in node.inbound if plans.get(i, Plan()).substitute]
+            if plans[node.name].substitute is not None:
+                field = "substitutes"
+            elif substituted:
+                field = "substitutes"
+                message = (
+                    f"its input from the substitute for {substituted} does not "
+                    f"fit: {message}"
+                )
+            else:
+                field = "config"
             raise _problem_list(
-                arch, [(node.name, node.class_name, "config", message)]
+                arch, [(node.name, node.class_name, field, message)]
             ) from None
     outputs = [tensors[o] for o in arch.outputs]
     return keras.Model(
@@ -160,6 +224,10 @@ def _describe(arch, plans, held, options, transpose):
     layers = []
     for node in arch.nodes:
         plan = plans[node.name]
+        if plan.substitute is not None:
+            what = getattr(plan.substitute, "__name__", type(plan.substitute).__name__)
+            layers.append(f"{node.name}: {node.class_name} -> substitute {what}")
+            continue
         args = ", ".join(f"{k}={v!r}" for k, v in plan.kwargs.items())
         wrap = " between Permutes" if plan.channels_first and transpose else ""
         layers.append(
@@ -189,7 +257,8 @@ def _describe(arch, plans, held, options, transpose):
 
 
 def rebuild(path, *, weights=None, batch_normalization="keras_bn",
-            channels_first="auto", keras_version=None, backend=None):  # fmt: skip
+            channels_first="auto", keras_version=None, backend=None,
+            substitutes=None):  # fmt: skip
     """The `Rebuilt` model and its report; see `load_model`. Warnings that
     `load_weights` raises are recorded in ``assumptions``."""
     if batch_normalization not in ("keras_bn", "keras"):
@@ -203,16 +272,32 @@ def rebuild(path, *, weights=None, batch_normalization="keras_bn",
             f"{channels_first!r}."
         )
     arch, weights_path, held = _sources(path, weights)
-    plans = _plans(arch, batch_normalization)
+    plans = _plans(arch, batch_normalization, _check_substitutes(arch, substitutes))
     transpose = channels_first == "transpose" or (
         channels_first == "auto" and keras.backend.backend() == "tensorflow"
     )
     model = _build(arch, plans, transpose)
     whole = weights_path == str(path)
     options = _load_options(arch, held, plans, whole, keras_version, backend)
+    substituted = sorted(n for n, p in plans.items() if p.substitute is not None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        load_weights(model, weights_path, **options)
+        try:
+            load_weights(model, weights_path, **options)
+        except LegacyFileError as error:
+            if not substituted:
+                raise
+            # Nothing was assigned (all or nothing): say what may be why.
+            wrapped = LegacyFileError(
+                f"{error} (built with substitutes for {substituted}: their "
+                "outputs set the shapes of what follows)"
+            )
+            wrapped.path, wrapped.layer, wrapped.field = (
+                error.path,
+                error.layer,
+                error.field,
+            )
+            raise wrapped from None
     layers, conversions, assumptions = _describe(arch, plans, held, options, transpose)
     assumptions += [
         " ".join(str(w.message).split())
@@ -223,7 +308,8 @@ def rebuild(path, *, weights=None, batch_normalization="keras_bn",
 
 
 def load_model(path, *, weights=None, batch_normalization="keras_bn",
-               channels_first="auto", keras_version=None, backend=None):  # fmt: skip
+               channels_first="auto", keras_version=None, backend=None,
+               substitutes=None):  # fmt: skip
     """An old Keras model (0.x, 1.x, 2.x) as a built Keras 3 model with its
     weights, computing at inference what the old release computed.
 
@@ -240,6 +326,13 @@ def load_model(path, *, weights=None, batch_normalization="keras_bn",
             ``"native"`` or ``"transpose"``.
         keras_version, backend: What neither file records (Keras 0.x files
             with convolutions need ``backend``); passed to `load_weights`.
+        substitutes: ``{layer name: layer}`` for layers it cannot rebuild
+            (a ``Lambda``, whose stored code is never run, or a class Keras
+            3 lacks): a ``keras.layers.Layer``, or a function (wrapped in
+            ``keras.layers.Lambda``). Its output must fit what follows
+            (checked when the model is built, before any weight is
+            assigned); the file's arrays for that layer load into it where
+            they fit its weights.
 
     Raises:
         LegacyFileError: a file cannot be read, the architecture holds
@@ -249,6 +342,7 @@ def load_model(path, *, weights=None, batch_normalization="keras_bn",
     rebuilt = rebuild(
         path, weights=weights, batch_normalization=batch_normalization,
         channels_first=channels_first, keras_version=keras_version, backend=backend,
+        substitutes=substitutes,
     )  # fmt: skip
     for line in rebuilt.assumptions[2:]:
         warnings.warn(line, UserWarning, stacklevel=2)
