@@ -288,3 +288,63 @@ def test_keras1_tensorflow_names_with_a_session_suffix(tmp_path):
     x, y = rf.load_arrays(fixture)
     got = np.asarray(model.predict(x, verbose=0, batch_size=len(x)), "float64")
     assert np.max(np.abs(got - y)) <= 1e-4 * np.max(np.abs(y))
+
+
+# -- loading: guards that a change could drop without another test noticing ------
+
+
+def test_keras2_weights_into_a_mode1_layer_are_refused():
+    """Keras 2 normalized featurewise only: its file into a keras_bn layer of
+    mode 1 is refused, naming the mode, and the model is left as it was."""
+    import keras_bn
+
+    fixture = _fixture("keras-2.2.4-tensorflow", "dense")
+    model = rf.build_model(fixture, batch_normalization="keras_bn")
+    for layer in rf.weighted_layers(model):
+        if isinstance(layer, keras_bn.BatchNormalization):
+            layer.mode = 1
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(legacy.LegacyFileError, match="mode") as raised:
+        legacy.load_weights(model, fixture.path("weights"))
+    assert raised.value.field == "mode"
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_failed_assignment_restores_every_layer(monkeypatch):
+    """All or nothing: the second layer's assignment fails after the first
+    one's went in; the first layer is put back as it was."""
+    import keras
+
+    import keras_bn
+
+    fixture = _fixture("keras-1.2.2-tensorflow", "dense")
+    model = rf.build_model(fixture, batch_normalization="keras_bn")
+    layers = rf.weighted_layers(model)
+    assert isinstance(layers[1], keras_bn.BatchNormalization)
+    before = [layer.get_weights() for layer in layers]
+    calls = []
+
+    def recording(cls):
+        original = cls.set_weights
+
+        def set_weights(self, weights):
+            calls.append(self.name)
+            if self is layers[1] and calls.count(self.name) == 1:
+                raise RuntimeError("disk on fire")
+            return original(self, weights)
+
+        monkeypatch.setattr(cls, "set_weights", set_weights)
+
+    recording(keras.layers.Layer)
+    recording(keras_bn.BatchNormalization)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(legacy.LegacyFileError, match="model is as it was"):
+            legacy.load_weights(model, fixture.path("weights"), keras_version="1.2.2")
+    # The first layer went in, then the second failed, then both were restored.
+    assert calls[:2] == [layers[0].name, layers[1].name]
+    assert layers[0].name in calls[2:]
+    for layer, want in zip(layers, before):
+        for got, expected in zip(layer.get_weights(), want):
+            np.testing.assert_array_equal(got, expected)
