@@ -687,3 +687,41 @@ def test_skip_non_finite_is_off_by_default_and_in_the_config():
     assert BatchNormalization.from_config(config).skip_non_finite is True
     with pytest.raises(TypeError, match="skip_non_finite: expected True or False"):
         BatchNormalization(skip_non_finite="yes")
+
+
+def test_skip_non_finite_keeps_estimates_whose_variance_overflows(rng):
+    """A float32 feature of values near +-3e19: a finite mean, an infinite
+    variance (their squares pass float32's range). Both of its estimates
+    keep their values; the other feature's follow the batch."""
+    x = rng.normal(size=(8, 2)).astype("float32")
+    x[:, 0] = np.where(np.arange(8) % 2, 3e19, -3e19)
+    layer = BatchNormalization(momentum=0.5, skip_non_finite=True)
+    layer(x, training=True)
+    running_mean, running_std = layer.get_weights()[2:]
+    assert (running_mean[0], running_std[0]) == (0.0, 1.0)
+    mean, std = seed_batch_statistics(x[:, 1:], 1e-6)
+    np.testing.assert_allclose(running_mean[1], 0.5 * mean[0, 0], atol=1e-6)
+    np.testing.assert_allclose(running_std[1], 0.5 + 0.5 * std[0, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape, axis", [((8, 1), None), ((6, 1, 1, 2), None), ((5, 1, 3), 1)]
+)
+def test_sizes_of_one_keep_their_axes(rng, shape, axis):
+    """A single feature, and feature shapes with 1s: the statistics and the
+    running estimates keep every axis (no squeeze)."""
+    x = rng.normal(2.0, 3.0, size=shape).astype("float32")
+    layer = BatchNormalization(epsilon=1e-3, momentum=0.0, axis=axis)
+    y = layer(x, training=True)
+    features = tuple(range(1, len(shape))) if axis is None else (axis,)
+    axes = tuple(a for a in range(len(shape)) if a not in features)
+    mean, std = seed_batch_statistics(x, 1e-3, axes)
+    np.testing.assert_allclose(
+        to_numpy(y), seed_featurewise(x, 1.0, 0.0, mean, std, 1e-3), atol=2e-5
+    )
+    running_mean, running_std = layer.get_weights()[2:]
+    assert running_mean.shape == layer.gamma.shape == tuple(shape[a] for a in features)
+    np.testing.assert_allclose(
+        running_mean, mean.reshape(running_mean.shape), atol=1e-5
+    )
+    np.testing.assert_allclose(running_std, std.reshape(running_std.shape), atol=1e-5)
