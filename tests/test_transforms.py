@@ -34,6 +34,8 @@ CASES = {
     "mode0-image-axis-1": (dict(axis=-1), (4, 3, 2, 3)),
     "mode0-channels-first": (dict(axis=1), (4, 3, 2, 2)),
     "mode0-ghost-batches": (dict(axis=-1, virtual_batch_size=4), (8, 3)),
+    # One feature, sizes of one: every shape keeps its axes.
+    "mode0-one-feature-ghost-batches": (dict(axis=-1, virtual_batch_size=4), (8, 1, 1)),
     "mode1": (dict(mode=1), (6, 5)),
     "mode1-epsilon-in-root": (dict(mode=1, samplewise_epsilon_in_root=True), (6, 5)),
     "mode2-image-axis-1": (dict(mode=2, axis=-1), (4, 3, 2, 3)),
