@@ -342,3 +342,47 @@ def test_without_a_backend(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("ImportError: ")
     assert "KERAS_BACKEND" in result.stderr
+
+
+def test_convert_writes_through_a_temporary_file_in_the_destination(
+    tmp_path, capsys, monkeypatch
+):
+    """The .keras file is written under a temporary name in its own folder,
+    then renamed, with the umask's permissions (not mkstemp's 0600); a save
+    that fails (a PermissionError whose message spans lines) gives one line,
+    exit 1, and leaves nothing behind."""
+    import tempfile
+
+    directory = REAL / "keras-1.0.8-theano"
+    arguments = [str(directory / "dense.json"), "--weights",
+                 str(directory / "dense.weights.h5")]  # fmt: skip
+    made_in = []
+    original_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        made_in.append(kwargs.get("dir"))
+        return original_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    out = tmp_path / "out" / "m.keras"
+    out.parent.mkdir()
+    umask = os.umask(0o022)
+    try:
+        assert main(["convert", arguments[0], str(out), *arguments[1:]]) == 0
+    finally:
+        os.umask(umask)
+    capsys.readouterr()
+    assert made_in == [str(out.parent)]
+    assert os.listdir(out.parent) == ["m.keras"]
+    assert os.stat(out).st_mode & 0o777 == 0o644
+
+    def failing_save(self, *args, **kwargs):
+        raise PermissionError("no room\nfor this\n file")
+
+    monkeypatch.setattr(keras.Model, "save", failing_save)
+    other = tmp_path / "out" / "n.keras"
+    assert main(["convert", arguments[0], str(other), *arguments[1:]]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "PermissionError: no room for this file" in err
+    assert os.listdir(out.parent) == ["m.keras"]

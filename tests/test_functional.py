@@ -499,3 +499,25 @@ def test_inference_context_replacement(rng):
         seed_featurewise(to_numpy(x), 2.0, 1.0, 0.5, 1.5, EPSILON),
         rtol=1e-6,
     )
+
+
+def test_statistics_of_a_static_empty_batch_are_finite():
+    """A batch of shape (0, C), known when traced: the count's floor of 1
+    gives statistics 0 and sqrt(epsilon), not 0/0, and finite gradients."""
+    with dtype_scope("float64"):
+        x = keras.ops.zeros((0, 3), "float64")
+        epsilon = keras.ops.convert_to_tensor(EPSILON, "float64")
+        mean, std = functional.batch_moments(x, (0,), epsilon)
+        np.testing.assert_array_equal(to_numpy(mean), np.zeros((1, 3)))
+        np.testing.assert_allclose(to_numpy(std), np.full((1, 3), np.sqrt(EPSILON)))
+        gamma, beta = np.ones((1, 3)), np.zeros((1, 3))
+        y, mean, std = functional.featurewise_train(x, gamma, beta, (0,), epsilon)
+        assert tuple(y.shape) == (0, 3)
+        np.testing.assert_allclose(to_numpy(std), np.full((1, 3), np.sqrt(EPSILON)))
+
+        def function(x, gamma, beta):
+            return functional.featurewise_train(x, gamma, beta, (0,), epsilon)[0]
+
+        grads = gradients(function, np.zeros((0, 3)), np.zeros((0, 3)), gamma, beta)
+        for grad in grads:
+            assert np.all(np.isfinite(grad))

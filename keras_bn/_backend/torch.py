@@ -47,7 +47,7 @@ def featurewise_backward(upstream, x, gamma, mean, std, epsilon, axes):
     ``_featurewise_backward``) in PyTorch's fused batch-norm backward
     kernel. Returns ``dx``, ``sum(dy * (x - mean))`` and ``sum(dy)``, or
     None where the feature axes are not one run of adjacent axes (the
-    kernel's layout), which leaves the generic form.
+    kernel's layout) or the batch is empty, which leaves the generic form.
 
     With weight ``w`` and inverse std ``i``, the kernel computes, in two
     passes over ``dy`` and ``x``,
@@ -58,7 +58,9 @@ def featurewise_backward(upstream, x, gamma, mean, std, epsilon, axes):
     and ``w = gamma * sqrt(std / (std + eps))``.
     """
     layout = _feature_layout(x, axes)
-    if layout is None:
+    if layout is None or x.numel() == 0:
+        # The kernel divides by the row count: an empty batch would kill the
+        # process (SIGFPE). The generic form handles it.
         return None
     shape = mean.shape
     invstd = torch.rsqrt(std * (std + epsilon))
