@@ -1,0 +1,62 @@
+"""keras_bn.legacy.safe_yaml: the one NumPy scalar form Keras 1.2's to_yaml()
+wrote is decoded exactly (its dtype's byte order, exactly its number of
+bytes); every other form, and every other Python tag, is refused."""
+
+import base64
+
+import numpy as np
+import pytest
+
+from keras_bn import legacy
+from keras_bn.legacy.safe_yaml import load_yaml
+
+pytest.importorskip("yaml", reason="YAML architectures need the yaml extra")
+
+
+def scalar(code, order, raw):
+    """A Keras 1.2 ``to_yaml()`` NumPy scalar: ``dtype(code)`` with byte
+    order ``order``, and the value's bytes."""
+    encoded = base64.b64encode(raw).decode()
+    return f"""value: !!python/object/apply:numpy.core.multiarray.scalar
+- !!python/object/apply:numpy.dtype
+  args: [{code}, false, true]
+  state: !!python/tuple [3, '{order}', null, null, null, -1, -1, 0]
+- !!binary |
+  {encoded}
+"""
+
+
+@pytest.mark.parametrize(
+    "code, order, value",
+    [("i8", "<", 6), ("i8", ">", 6), ("i4", ">", -3), ("f8", ">", 0.1),
+     ("f4", "<", 2.5), ("u2", ">", 513)],
+)  # fmt: skip
+def test_a_numpy_scalar_in_its_byte_order(code, order, value):
+    raw = np.array(value, dtype=np.dtype(code).newbyteorder(order)).tobytes()
+    assert load_yaml(scalar(code, order, raw))["value"] == value
+
+
+@pytest.mark.parametrize("size", [4, 7, 16])
+def test_a_numpy_scalar_of_the_wrong_byte_count_is_refused(size):
+    with pytest.raises(legacy.LegacyFileError, match="int64 without 8 bytes"):
+        load_yaml(scalar("i8", "<", b"\x01" * size))
+
+
+@pytest.mark.parametrize("code", ["c16", "S8", "U2", "O", "V8", "M8"])
+def test_non_numeric_dtypes_are_refused(code):
+    with pytest.raises(legacy.LegacyFileError, match="numpy.dtype"):
+        load_yaml(scalar(code, "|", b"\x00" * 8))
+
+
+@pytest.mark.parametrize(
+    "tag",
+    ["!!python/object/apply:os.system [echo hi]", "!!python/name:os.system ''",
+     "!!python/object:collections.OrderedDict {}"],
+)  # fmt: skip
+def test_other_python_tags_are_refused(tag):
+    with pytest.raises(legacy.LegacyFileError, match="would run code"):
+        load_yaml(f"value: {tag}\n")
+
+
+def test_tuples_are_read():
+    assert load_yaml("value: !!python/tuple [1, 2]\n") == {"value": (1, 2)}
