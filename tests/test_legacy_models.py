@@ -408,3 +408,90 @@ def test_bad_substitutes_are_refused(tmp_path, substitutes, message, layer, fiel
             path, weights=fixture.path("weights"), substitutes=substitutes
         )
     assert (raised.value.layer, raised.value.field) == (layer, field)
+
+
+# -- layers without a fixture of their own: Keras 1.2.2 architectures as its
+# to_json() writes them, with weights files in its layout --------------------------
+
+
+def _keras1_files(tmp_path, layers, arrays=None):
+    """A Keras 1.2.2 Sequential ``to_json()`` and a ``save_weights()`` file
+    (its layout: ``layer_names``, per layer ``weight_names`` and arrays)."""
+    import h5py
+
+    arrays = arrays or {}
+    config = {"class_name": "Sequential", "keras_version": "1.2.2",
+              "config": [{"class_name": c, "config": dict(k, name=n)}
+                         for n, c, k in layers]}  # fmt: skip
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(config))
+    weights = tmp_path / "model.weights.h5"
+    with h5py.File(weights, "w") as file:
+        file.attrs["layer_names"] = [n.encode() for n, _, _ in layers]
+        for name, _, _ in layers:
+            group = file.create_group(name)
+            held = arrays.get(name, {})
+            group.attrs["weight_names"] = [f"{name}_{w}:0".encode() for w in held]
+            for w, value in held.items():
+                group[f"{name}_{w}:0"] = value
+    return path, weights
+
+
+def _predict(path, weights, x):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = legacy.load_model(path, weights=weights)
+    return np.asarray(model.predict(x, verbose=0), "float64")
+
+
+def test_zero_padding_2d_with_four_sides(tmp_path):
+    """Keras 1's ZeroPadding2D(padding=(top, bottom, left, right)), then a
+    global average, against NumPy's pad: the count of padded zeros tells
+    (1, 2, 3, 4) from a regrouping."""
+    layers = [
+        ("pad", "ZeroPadding2D", {"padding": [1, 2, 3, 4], "dim_ordering": "tf",
+                                  "batch_input_shape": [None, 4, 5, 2]}),
+        ("gap", "GlobalAveragePooling2D", {"dim_ordering": "tf"}),
+    ]  # fmt: skip
+    path, weights = _keras1_files(tmp_path, layers)
+    x = np.random.default_rng(0).normal(1.0, 1.0, size=(3, 4, 5, 2))
+    padded = np.pad(x, ((0, 0), (1, 2), (3, 4), (0, 0)))
+    np.testing.assert_allclose(
+        _predict(path, weights, x), padded.mean(axis=(1, 2)), rtol=1e-5
+    )
+
+
+def test_reshape_permute_and_1d_pooling(tmp_path):
+    layers = [
+        ("reshape", "Reshape", {"target_shape": [2, 6],
+                                "batch_input_shape": [None, 12]}),
+        ("permute", "Permute", {"dims": [2, 1]}),
+        ("pool", "MaxPooling1D", {"pool_length": 3, "stride": None,
+                                   "border_mode": "valid"}),
+        ("avg", "AveragePooling1D", {"pool_length": 2, "stride": None,
+                                      "border_mode": "valid"}),
+        ("gmp", "GlobalMaxPooling1D", {}),
+    ]  # fmt: skip
+    path, weights = _keras1_files(tmp_path, layers)
+    x = np.random.default_rng(1).normal(size=(4, 12))
+    permuted = x.reshape(4, 2, 6).transpose(0, 2, 1)  # (4, 6, 2)
+    pooled = permuted.reshape(4, 2, 3, 2).max(axis=2)  # (4, 2, 2)
+    averaged = pooled.reshape(4, 1, 2, 2).mean(axis=2)  # (4, 1, 2)
+    np.testing.assert_allclose(
+        _predict(path, weights, x), averaged.max(axis=1), rtol=1e-5
+    )
+
+
+def test_embedding_and_global_average_pooling_1d(tmp_path):
+    table = np.random.default_rng(2).normal(size=(10, 3)).astype("float32")
+    layers = [
+        ("emb", "Embedding", {"input_dim": 10, "output_dim": 3, "input_length": 4,
+                              "batch_input_shape": [None, 4], "input_dtype": "int32",
+                              "mask_zero": False, "dropout": 0.0}),
+        ("gap", "GlobalAveragePooling1D", {}),
+    ]  # fmt: skip
+    path, weights = _keras1_files(tmp_path, layers, {"emb": {"W": table}})
+    x = np.array([[1, 2, 3, 9], [0, 0, 5, 5]])
+    np.testing.assert_allclose(
+        _predict(path, weights, x), table[x].mean(axis=1), rtol=1e-5
+    )
