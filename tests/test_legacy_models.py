@@ -482,16 +482,100 @@ def test_reshape_permute_and_1d_pooling(tmp_path):
     )
 
 
-def test_embedding_and_global_average_pooling_1d(tmp_path):
+@pytest.mark.parametrize("declared", ["batch_input_shape", "input_length"])
+def test_embedding_and_global_average_pooling_1d(tmp_path, declared):
+    """An Embedding (declared with batch_input_shape, or with input_length
+    alone, as Keras 1 allowed: input_dim is then the vocabulary, not the
+    sample's shape), then a global average, against NumPy's look-up."""
     table = np.random.default_rng(2).normal(size=(10, 3)).astype("float32")
-    layers = [
-        ("emb", "Embedding", {"input_dim": 10, "output_dim": 3, "input_length": 4,
-                              "batch_input_shape": [None, 4], "input_dtype": "int32",
-                              "mask_zero": False, "dropout": 0.0}),
-        ("gap", "GlobalAveragePooling1D", {}),
-    ]  # fmt: skip
+    config = {"input_dim": 10, "output_dim": 3, "input_length": 4,
+              "input_dtype": "int32", "mask_zero": False, "dropout": 0.0}  # fmt: skip
+    if declared == "batch_input_shape":
+        config["batch_input_shape"] = [None, 4]
+    layers = [("emb", "Embedding", config), ("gap", "GlobalAveragePooling1D", {})]
     path, weights = _keras1_files(tmp_path, layers, {"emb": {"W": table}})
     x = np.array([[1, 2, 3, 9], [0, 0, 5, 5]])
     np.testing.assert_allclose(
         _predict(path, weights, x), table[x].mean(axis=1), rtol=1e-5
     )
+
+
+def _release_predictions(model, fixture):
+    x, y = rf.load_arrays(fixture)
+    got = np.asarray(model.predict(x, verbose=0, batch_size=len(x)), "float64")
+    return float(np.max(np.abs(got - y))), float(np.max(np.abs(y)))
+
+
+def test_convolution1d_declared_with_input_dim_and_input_length(tmp_path):
+    """Keras 0.x/1.x let a first Convolution1D declare input_dim (channels)
+    and input_length (steps) instead of batch_input_shape: the same model,
+    the release's own predictions."""
+    fixture = _fixture("keras-1.2.2-tensorflow", "conv1d")
+
+    def edit(config):
+        first = config["config"][0]["config"]
+        steps, channels = first.pop("batch_input_shape")[1:]
+        first["input_dim"], first["input_length"] = channels, steps
+        assert channels != steps
+
+    path = _edited(tmp_path, fixture, edit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = legacy.load_model(path, weights=fixture.path("weights"))
+    error, scale = _release_predictions(model, fixture)
+    assert error <= 1e-4 * scale
+
+
+def test_keras2_json_that_records_theano_flips_kernels(tmp_path):
+    """A Keras 2 JSON that records backend "theano" with a weights file that
+    does not (its attribute removed): the kernels are still flipped, and the
+    model predicts what the release did."""
+    import shutil
+
+    import h5py
+
+    fixture = _fixture("keras-2.0.8-theano", "conv2d_cf")
+    weights = tmp_path / "no-backend.weights.h5"
+    shutil.copy(fixture.path("weights"), weights)
+    with h5py.File(weights, "r+") as file:
+        del file.attrs["backend"]
+    assert json.loads(fixture.path("json").read_text())["backend"] == "theano"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = legacy.load_model(fixture.path("json"), weights=weights)
+    error, scale = _release_predictions(model, fixture)
+    assert error <= 1e-4 * scale
+
+
+@pytest.mark.parametrize("ordering", ["tf", "th"])
+def test_a_non_square_kernel_in_either_ordering(tmp_path, ordering):
+    """Convolution2D with nb_row 2, nb_col 3, 2 channels into 4 filters (no
+    two sizes alike), as Keras 1.2.2 on TensorFlow stored it in each
+    ordering, against NumPy's cross-correlation."""
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=(2, 3, 2, 4)).astype("float32")  # rows, cols, in, out
+    bias = rng.normal(size=4).astype("float32")
+    shape = [5, 6, 2] if ordering == "tf" else [2, 5, 6]
+    stored = kernel if ordering == "tf" else kernel.transpose(3, 2, 0, 1)
+    layers = [
+        ("conv", "Convolution2D", {"nb_filter": 4, "nb_row": 2, "nb_col": 3,
+                                   "border_mode": "valid", "subsample": [1, 1],
+                                   "dim_ordering": ordering, "activation": "linear",
+                                   "bias": True,
+                                   "batch_input_shape": [None, *shape]}),
+        ("flat", "Flatten", {}),
+    ]  # fmt: skip
+    path, weights = _keras1_files(tmp_path, layers, {"conv": {"W": stored, "b": bias}})
+    x = rng.normal(size=(3, 5, 6, 2))
+    expected = np.zeros((3, 4, 4, 4))
+    for i in range(4):
+        for j in range(4):
+            patch = x[:, i : i + 2, j : j + 3, :]
+            expected[:, i, j, :] = np.einsum("nrcs,rcsf->nf", patch, kernel) + bias
+    if ordering == "th":
+        x, expected = x.transpose(0, 3, 1, 2), expected.transpose(0, 3, 1, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = legacy.load_model(path, weights=weights, backend="tensorflow")
+    got = np.asarray(model.predict(x, verbose=0), "float64")
+    np.testing.assert_allclose(got, expected.reshape(3, -1), rtol=1e-4, atol=1e-4)

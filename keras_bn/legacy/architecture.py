@@ -160,11 +160,14 @@ def _input_shape(config):
     if config.get("input_shape") is not None:
         return tuple(config["input_shape"])
     dim, length = config.get("input_dim"), config.get("input_length")
-    if dim is not None:
-        return (length, dim) if "filter_length" in config else (dim,)
-    if "input_length" in config and "output_dim" in config and "input_dim" in config:
+    if dim is None:
+        return None
+    if "filter_length" in config:  # Convolution1D: steps, channels
+        return (length, dim)
+    if "input_length" in config and "output_dim" in config:
+        # Embedding: input_dim is the vocabulary, the sample input_length ids.
         return (length,)
-    return None
+    return (dim,)
 
 
 def _sequential(path, layers, generation, read):
