@@ -441,6 +441,8 @@ def _predict(path, weights, x):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = legacy.load_model(path, weights=weights)
+    # The sample shape the architecture declares is the model's input's.
+    assert tuple(model.inputs[0].shape[1:]) == x.shape[1:]
     return np.asarray(model.predict(x, verbose=0), "float64")
 
 
