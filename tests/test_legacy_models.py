@@ -581,3 +581,26 @@ def test_a_non_square_kernel_in_either_ordering(tmp_path, ordering):
         model = legacy.load_model(path, weights=weights, backend="tensorflow")
     got = np.asarray(model.predict(x, verbose=0), "float64")
     np.testing.assert_allclose(got, expected.reshape(3, -1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels_first", ["transpose", "native"])
+def test_load_model_warns_of_what_load_weights_assumed_only(channels_first):
+    """The report's fixed lines (the options, the Permutes, what training
+    arguments became) are not warnings; what load_weights assumed is."""
+    import keras
+
+    if channels_first == "native" and keras.backend.backend() == "tensorflow":
+        pytest.skip("TensorFlow's CPU has no channels-first convolution")
+    fixture = _fixture("keras-1.0.8-theano", "conv2d_cf")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        legacy.load_model(
+            fixture.path("json"), weights=fixture.path("weights"),
+            channels_first=channels_first,
+        )  # fmt: skip
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    mine = [m for m in messages if "keras_bn" in m or "epsilon" in m or "Permute" in m
+            or "initializers" in m or "options" in m]  # fmt: skip
+    assert not any("initializers, regularizers" in m for m in mine)
+    assert not any("between Permute layers" in m for m in mine)
+    assert not any("load_weights options" in m for m in mine)

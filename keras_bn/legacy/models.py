@@ -30,12 +30,15 @@ _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 @dataclasses.dataclass
 class Rebuilt:
     """A rebuilt model and what was done: ``layers`` (one line per old
-    layer), ``conversions`` and ``assumptions`` (lines of text)."""
+    layer), ``conversions`` and ``assumptions`` (lines of text); ``warned``:
+    the assumptions that `load_weights` warned of (the others are the
+    report's fixed lines), which `load_model` warns of again."""
 
     model: object
     layers: list
     conversions: list
     assumptions: list
+    warned: list = dataclasses.field(default_factory=list)
 
 
 def _is_hdf5(path):
@@ -299,12 +302,12 @@ def rebuild(path, *, weights=None, batch_normalization="keras_bn",
             )
             raise wrapped from None
     layers, conversions, assumptions = _describe(arch, plans, held, options, transpose)
-    assumptions += [
+    warned = [
         " ".join(str(w.message).split())
         for w in caught
         if os.path.abspath(w.filename).startswith(_PACKAGE)  # not numpy's, h5py's
     ]
-    return Rebuilt(model, layers, conversions, assumptions)
+    return Rebuilt(model, layers, conversions, assumptions + warned, warned)
 
 
 def load_model(path, *, weights=None, batch_normalization="keras_bn",
@@ -344,6 +347,6 @@ def load_model(path, *, weights=None, batch_normalization="keras_bn",
         channels_first=channels_first, keras_version=keras_version, backend=backend,
         substitutes=substitutes,
     )  # fmt: skip
-    for line in rebuilt.assumptions[2:]:
+    for line in rebuilt.warned:
         warnings.warn(line, UserWarning, stacklevel=2)
     return rebuilt.model
