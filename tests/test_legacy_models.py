@@ -604,3 +604,55 @@ def test_load_model_warns_of_what_load_weights_assumed_only(channels_first):
     assert not any("initializers, regularizers" in m for m in mine)
     assert not any("between Permute layers" in m for m in mine)
     assert not any("load_weights options" in m for m in mine)
+
+
+def _keras2_two_inputs(tmp_path, merge_class):
+    """A Keras 2.2.4 functional ``to_json()``: inputs in_a and in_b (listed
+    in the layers in the other order, b first) into one merge layer; and its
+    weights file (no layer has weights)."""
+    import h5py
+
+    def input_layer(name):
+        return {"name": name, "class_name": "InputLayer", "inbound_nodes": [],
+                "config": {"batch_input_shape": [None, 3], "dtype": "float32",
+                           "sparse": False, "name": name}}  # fmt: skip
+
+    merge = {"name": "merge", "class_name": merge_class,
+             "config": {"name": "merge", "trainable": True},
+             "inbound_nodes": [[["in_a", 0, 0, {}], ["in_b", 0, 0, {}]]]}  # fmt: skip
+    if merge_class == "Concatenate":
+        merge["config"]["axis"] = -1
+    config = {"class_name": "Model", "keras_version": "2.2.4", "backend": "tensorflow",
+              "config": {"name": "m",
+                         "layers": [input_layer("in_b"), input_layer("in_a"), merge],
+                         "input_layers": [["in_a", 0, 0], ["in_b", 0, 0]],
+                         "output_layers": [["merge", 0, 0]]}}  # fmt: skip
+    path = tmp_path / "merge2.json"
+    path.write_text(json.dumps(config))
+    weights = tmp_path / "merge2.weights.h5"
+    with h5py.File(weights, "w") as file:
+        file.attrs["layer_names"] = [b"in_b", b"in_a", b"merge"]
+        file.attrs["keras_version"], file.attrs["backend"] = b"2.2.4", b"tensorflow"
+        for name in ("in_b", "in_a", "merge"):
+            file.create_group(name).attrs["weight_names"] = np.array([], dtype="S1")
+    return path, weights
+
+
+@pytest.mark.parametrize(
+    "merge_class, expected",
+    [("Add", np.add), ("Multiply", np.multiply),
+     ("Average", lambda a, b: (a + b) / 2), ("Maximum", np.maximum),
+     ("Concatenate", lambda a, b: np.concatenate([a, b], axis=-1))],
+)  # fmt: skip
+def test_keras2_merges_and_the_order_of_the_inputs(tmp_path, merge_class, expected):
+    """Keras 2's merge layers against NumPy, the model's inputs in
+    input_layers' order (in_a, in_b) although the layers list them the other
+    way round (a concatenation tells the two apart)."""
+    path, weights = _keras2_two_inputs(tmp_path, merge_class)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = legacy.load_model(path, weights=weights)
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    got = model.predict([a.astype("float32"), b.astype("float32")], verbose=0)
+    np.testing.assert_allclose(got, expected(a, b), rtol=1e-5, atol=1e-6)
