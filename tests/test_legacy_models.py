@@ -550,29 +550,35 @@ def test_keras2_json_that_records_theano_flips_kernels(tmp_path):
 
 
 @pytest.mark.parametrize("ordering", ["tf", "th"])
-def test_a_non_square_kernel_in_either_ordering(tmp_path, ordering):
-    """Convolution2D with nb_row 2, nb_col 3, 2 channels into 4 filters (no
-    two sizes alike), as Keras 1.2.2 on TensorFlow stored it in each
+@pytest.mark.parametrize(
+    "rows, cols, channels, filters",
+    [(2, 3, 2, 4),  # no two sizes alike: the shapes tell the layout
+     (3, 3, 3, 3)],  # every size alike: only the config's dim_ordering does
+)  # fmt: skip
+def test_a_kernel_in_either_ordering(tmp_path, ordering, rows, cols, channels, filters):
+    """Convolution2D as Keras 1.2.2 on TensorFlow stored it in each
     ordering, against NumPy's cross-correlation."""
     rng = np.random.default_rng(3)
-    kernel = rng.normal(size=(2, 3, 2, 4)).astype("float32")  # rows, cols, in, out
-    bias = rng.normal(size=4).astype("float32")
-    shape = [5, 6, 2] if ordering == "tf" else [2, 5, 6]
+    kernel = rng.normal(size=(rows, cols, channels, filters)).astype("float32")
+    bias = rng.normal(size=filters).astype("float32")
+    height, width = 5, 6
+    shape = [height, width, channels] if ordering == "tf" else [channels, height, width]
     stored = kernel if ordering == "tf" else kernel.transpose(3, 2, 0, 1)
     layers = [
-        ("conv", "Convolution2D", {"nb_filter": 4, "nb_row": 2, "nb_col": 3,
-                                   "border_mode": "valid", "subsample": [1, 1],
-                                   "dim_ordering": ordering, "activation": "linear",
-                                   "bias": True,
+        ("conv", "Convolution2D", {"nb_filter": filters, "nb_row": rows,
+                                   "nb_col": cols, "border_mode": "valid",
+                                   "subsample": [1, 1], "dim_ordering": ordering,
+                                   "activation": "linear", "bias": True,
                                    "batch_input_shape": [None, *shape]}),
         ("flat", "Flatten", {}),
     ]  # fmt: skip
     path, weights = _keras1_files(tmp_path, layers, {"conv": {"W": stored, "b": bias}})
-    x = rng.normal(size=(3, 5, 6, 2))
-    expected = np.zeros((3, 4, 4, 4))
-    for i in range(4):
-        for j in range(4):
-            patch = x[:, i : i + 2, j : j + 3, :]
+    x = rng.normal(size=(3, height, width, channels))
+    out_h, out_w = height - rows + 1, width - cols + 1
+    expected = np.zeros((3, out_h, out_w, filters))
+    for i in range(out_h):
+        for j in range(out_w):
+            patch = x[:, i : i + rows, j : j + cols, :]
             expected[:, i, j, :] = np.einsum("nrcs,rcsf->nf", patch, kernel) + bias
     if ordering == "th":
         x, expected = x.transpose(0, 3, 1, 2), expected.transpose(0, 3, 1, 2)
@@ -581,29 +587,6 @@ def test_a_non_square_kernel_in_either_ordering(tmp_path, ordering):
         model = legacy.load_model(path, weights=weights, backend="tensorflow")
     got = np.asarray(model.predict(x, verbose=0), "float64")
     np.testing.assert_allclose(got, expected.reshape(3, -1), rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("channels_first", ["transpose", "native"])
-def test_load_model_warns_of_what_load_weights_assumed_only(channels_first):
-    """The report's fixed lines (the options, the Permutes, what training
-    arguments became) are not warnings; what load_weights assumed is."""
-    import keras
-
-    if channels_first == "native" and keras.backend.backend() == "tensorflow":
-        pytest.skip("TensorFlow's CPU has no channels-first convolution")
-    fixture = _fixture("keras-1.0.8-theano", "conv2d_cf")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        legacy.load_model(
-            fixture.path("json"), weights=fixture.path("weights"),
-            channels_first=channels_first,
-        )  # fmt: skip
-    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-    mine = [m for m in messages if "keras_bn" in m or "epsilon" in m or "Permute" in m
-            or "initializers" in m or "options" in m]  # fmt: skip
-    assert not any("initializers, regularizers" in m for m in mine)
-    assert not any("between Permute layers" in m for m in mine)
-    assert not any("load_weights options" in m for m in mine)
 
 
 def _keras2_two_inputs(tmp_path, merge_class):
