@@ -348,3 +348,28 @@ def test_a_failed_assignment_restores_every_layer(monkeypatch):
     for layer, want in zip(layers, before):
         for got, expected in zip(layer.get_weights(), want):
             np.testing.assert_array_equal(got, expected)
+
+
+def test_an_epsilon_of_zero_is_taken():
+    """epsilon=0.0 is a value (a std-form layer that added none): the
+    target's denominator is then the file's std itself."""
+    import h5py
+
+    fixture = _fixture("keras-1.0.5-theano", "dense")
+    model = rf.build_model(fixture, batch_normalization="keras_bn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        legacy.load_weights(
+            model,
+            fixture.path("weights"),
+            epsilon=0.0,
+            **load_kwargs(fixture, "weights"),
+        )
+    layer = [w for w in rf.weighted_layers(model) if len(w.get_weights()) == 4][0]
+    with h5py.File(fixture.path("weights"), "r") as file:
+        group = file[file.attrs["layer_names"][1].decode()]
+        names = [n.decode() for n in group.attrs["weight_names"]]
+        stored = group[next(n for n in names if "running_std" in n)][...]
+    np.testing.assert_allclose(
+        layer.get_weights()[3].astype("float64") + layer.epsilon, stored, rtol=1e-6
+    )
