@@ -373,3 +373,26 @@ def test_an_epsilon_of_zero_is_taken():
     np.testing.assert_allclose(
         layer.get_weights()[3].astype("float64") + layer.epsilon, stored, rtol=1e-6
     )
+
+
+def test_layers_are_matched_by_name_not_position(tmp_path):
+    """The file lists its layers in another order than the model (its
+    layer_names reversed): every layer still gets its own arrays, and the
+    model predicts the release's y."""
+    import shutil
+
+    import h5py
+
+    fixture = _fixture("keras-1.2.2-tensorflow", "functional")
+    path = tmp_path / "reordered.weights.h5"
+    shutil.copy(fixture.path("weights"), path)
+    with h5py.File(path, "r+") as file:
+        names = list(file.attrs["layer_names"])
+        file.attrs["layer_names"] = names[::-1]
+    model = rf.build_model(fixture, batch_normalization="keras_bn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        legacy.load_weights(model, path, **load_kwargs(fixture, "weights"))
+    x, y = rf.load_arrays(fixture)
+    got = np.asarray(model.predict(x, verbose=0, batch_size=len(x)), "float64")
+    assert np.max(np.abs(got - y)) <= 1e-4 * np.max(np.abs(y))
