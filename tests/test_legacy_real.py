@@ -195,6 +195,49 @@ def _fixture(release_dir, name):
     )
 
 
+def _edited_copy(tmp_path, fixture, kind, edit):
+    """A copy of one of the fixture's HDF5 files, ``edit(file)`` applied."""
+    import shutil
+
+    import h5py
+
+    path = tmp_path / f"edited.{kind}.h5"
+    shutil.copy(fixture.path(kind), path)
+    with h5py.File(path, "r+") as file:
+        edit(file)
+    return path
+
+
+def _assert_predicts_the_release(fixture, path):
+    """``path``, a weights file edited from ``fixture``'s, loads into the
+    fixture's keras_bn twin, which then predicts the release's y."""
+    model = rf.build_model(fixture, batch_normalization="keras_bn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        legacy.load_weights(model, path, **load_kwargs(fixture, "weights"))
+    x, y = rf.load_arrays(fixture)
+    got = np.asarray(model.predict(x, verbose=0, batch_size=len(x)), "float64")
+    assert np.max(np.abs(got - y)) <= 1e-4 * np.max(np.abs(y))
+
+
+_FIRST_VARIANCE = "batch_normalization_2/batch_normalization_2/moving_variance:0"
+
+
+def _first_variance(fixture, kind):
+    """The moving variance of a Keras 2.2.4 fixture's first
+    BatchNormalization, as stored."""
+    import h5py
+
+    with h5py.File(fixture.path(kind), "r") as file:
+        root = file["model_weights"] if "model_weights" in file else file
+        return root[_FIRST_VARIANCE][...]
+
+
+def _set_first_variance(file, variance):
+    root = file["model_weights"] if "model_weights" in file else file
+    root[_FIRST_VARIANCE][...] = variance
+
+
 @pytest.mark.parametrize("target", ["keras_bn", "keras"])
 @pytest.mark.parametrize("kind", ["weights", "model"])
 def test_a_variance_a_hair_below_zero_loads(tmp_path, target, kind):
@@ -202,20 +245,13 @@ def test_a_variance_a_hair_below_zero_loads(tmp_path, target, kind):
     release divided by sqrt(v + eps), finite, and so must the loaded layer
     (exactly: keras_bn's running_std + eps == sqrt(v + eps), the stock
     layer's variance v itself)."""
-    import shutil
-
-    import h5py
-
     fixture = _fixture("keras-2.2.4-tensorflow", "dense")
-    path = tmp_path / fixture.path(kind).name
-    shutil.copy(fixture.path(kind), path)
     tiny = np.array([-4.0e-17, -3.3e-19, -1.1e-19, 0.0])
-    with h5py.File(path, "r+") as file:
-        root = file["model_weights"] if "model_weights" in file else file
-        dataset = root["batch_normalization_2/batch_normalization_2/moving_variance:0"]
-        variance = dataset[...]
-        variance[: len(tiny)] = tiny
-        dataset[...] = variance
+    variance = _first_variance(fixture, kind)
+    variance[: len(tiny)] = tiny
+    path = _edited_copy(
+        tmp_path, fixture, kind, lambda file: _set_first_variance(file, variance)
+    )
     model = rf.build_model(fixture, batch_normalization=target)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -234,18 +270,12 @@ def test_a_variance_a_hair_below_zero_loads(tmp_path, target, kind):
 
 
 def test_a_variance_below_minus_epsilon_is_still_refused(tmp_path):
-    import shutil
-
-    import h5py
-
     fixture = _fixture("keras-2.2.4-tensorflow", "dense")
-    path = tmp_path / "bad.weights.h5"
-    shutil.copy(fixture.path("weights"), path)
-    with h5py.File(path, "r+") as file:
-        dataset = file["batch_normalization_2/batch_normalization_2/moving_variance:0"]
-        variance = dataset[...]
-        variance[0] = -0.5
-        dataset[...] = variance
+    variance = _first_variance(fixture, "weights")
+    variance[0] = -0.5
+    path = _edited_copy(
+        tmp_path, fixture, "weights", lambda file: _set_first_variance(file, variance)
+    )
     model = rf.build_model(fixture, batch_normalization="keras_bn")
     before = [w.copy() for w in model.get_weights()]
     with pytest.raises(legacy.LegacyFileError, match="greater than -epsilon"):
@@ -258,15 +288,10 @@ def test_keras1_tensorflow_names_with_a_session_suffix(tmp_path):
     """Keras 1.x on TensorFlow suffixed a name that repeated in the session
     (two models built in one session): Normalize_gamma_2:0. The file's
     arrays renamed so, then loaded: the release's own predictions."""
-    import shutil
-
-    import h5py
-
     fixture = _fixture("keras-1.2.2-tensorflow", "dense")
-    path = tmp_path / "suffixed.weights.h5"
-    shutil.copy(fixture.path("weights"), path)
-    renamed = 0
-    with h5py.File(path, "r+") as file:
+    renamed = []
+
+    def suffix(file):
         for layer_name in [n.decode() for n in file.attrs["layer_names"]]:
             group = file[layer_name]
             names = [n.decode() for n in group.attrs["weight_names"]]
@@ -275,19 +300,14 @@ def test_keras1_tensorflow_names_with_a_session_suffix(tmp_path):
             new_names = []
             for name in names:
                 stem, _, tail = name.partition(":")
-                new = f"{stem}_2:{tail}"
-                group.move(name, new)
-                new_names.append(new)
-                renamed += 1
+                group.move(name, f"{stem}_2:{tail}")
+                new_names.append(f"{stem}_2:{tail}")
+            renamed.extend(new_names)
             group.attrs["weight_names"] = [n.encode() for n in new_names]
-    assert renamed >= 4
-    model = rf.build_model(fixture, batch_normalization="keras_bn")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        legacy.load_weights(model, path, **load_kwargs(fixture, "weights"))
-    x, y = rf.load_arrays(fixture)
-    got = np.asarray(model.predict(x, verbose=0, batch_size=len(x)), "float64")
-    assert np.max(np.abs(got - y)) <= 1e-4 * np.max(np.abs(y))
+
+    path = _edited_copy(tmp_path, fixture, "weights", suffix)
+    assert len(renamed) >= 4
+    _assert_predicts_the_release(fixture, path)
 
 
 # -- loading: guards that a change could drop without another test noticing ------
@@ -379,20 +399,10 @@ def test_layers_are_matched_by_name_not_position(tmp_path):
     """The file lists its layers in another order than the model (its
     layer_names reversed): every layer still gets its own arrays, and the
     model predicts the release's y."""
-    import shutil
-
-    import h5py
-
     fixture = _fixture("keras-1.2.2-tensorflow", "functional")
-    path = tmp_path / "reordered.weights.h5"
-    shutil.copy(fixture.path("weights"), path)
-    with h5py.File(path, "r+") as file:
-        names = list(file.attrs["layer_names"])
-        file.attrs["layer_names"] = names[::-1]
-    model = rf.build_model(fixture, batch_normalization="keras_bn")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        legacy.load_weights(model, path, **load_kwargs(fixture, "weights"))
-    x, y = rf.load_arrays(fixture)
-    got = np.asarray(model.predict(x, verbose=0, batch_size=len(x)), "float64")
-    assert np.max(np.abs(got - y)) <= 1e-4 * np.max(np.abs(y))
+
+    def reverse(file):
+        file.attrs["layer_names"] = list(file.attrs["layer_names"])[::-1]
+
+    path = _edited_copy(tmp_path, fixture, "weights", reverse)
+    _assert_predicts_the_release(fixture, path)
