@@ -639,3 +639,52 @@ def test_keras2_merges_and_the_order_of_the_inputs(tmp_path, merge_class, expect
     a, b = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
     got = model.predict([a.astype("float32"), b.astype("float32")], verbose=0)
     np.testing.assert_allclose(got, expected(a, b), rtol=1e-5, atol=1e-6)
+
+
+# -- damaged architectures: one LegacyFileError each, never another exception ------
+
+
+def _layers_of(config):
+    body = config["config"]
+    return body["layers"] if isinstance(body, dict) else body
+
+
+@pytest.mark.parametrize(
+    "release, name, edit, field",
+    [
+        ("keras-1.2.2-tensorflow", "dense",
+         lambda c: c.update(config={"name": "s"}), "layers"),
+        ("keras-1.2.2-tensorflow", "dense",
+         lambda c: c.update(class_name="Graph2"), "class_name"),
+        ("keras-1.2.2-tensorflow", "dense",
+         lambda c: _layers_of(c).insert(1, 7), None),
+        ("keras-1.2.2-tensorflow", "dense",
+         lambda c: _layers_of(c)[0]["config"].update(batch_input_shape=None,
+                                                     input_dim=None),
+         "input_shape"),
+        ("keras-1.2.2-tensorflow", "functional",
+         lambda c: c["config"].pop("layers"), "layers"),
+        ("keras-1.2.2-tensorflow", "functional",
+         lambda c: _layers_of(c)[1].update(inbound_nodes=[[["x", 0, 0]]] * 2),
+         "inbound_nodes"),
+        ("keras-1.2.2-tensorflow", "functional",
+         lambda c: _layers_of(c)[1].update(inbound_nodes=[[["x", 1, 0]]]),
+         "inbound_nodes"),
+        ("keras-1.2.2-tensorflow", "dense",
+         lambda c: c.update(keras_version="1x.2"), "keras_version"),
+        ("keras-1.2.2-tensorflow", "dense",
+         lambda c: c.update(keras_version="\u00b2"), "keras_version"),
+    ],
+    ids=["no-layers", "model-class", "layer-not-a-dict", "no-input-shape",
+         "functional-no-layers", "shared-layer", "second-node", "version-1x",
+         "version-superscript"],
+)  # fmt: skip
+def test_a_damaged_architecture_is_one_legacy_file_error(
+    tmp_path, release, name, edit, field
+):
+    fixture = _fixture(release, name)
+    path = _edited(tmp_path, fixture, edit)
+    with pytest.raises(legacy.LegacyFileError) as raised:
+        legacy.load_model(path, weights=fixture.path("weights"))
+    assert raised.value.field == field
+    assert len(str(raised.value)) < 2000

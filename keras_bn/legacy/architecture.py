@@ -12,6 +12,7 @@ inputs come before it, and outputs.
 
 import dataclasses
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def parse(config, path, keras_version=None, backend=None):
     class_name, body = config["class_name"], config.get("config")
     generation = _generation(keras_version, body)
     if class_name == "Sequential":
-        layers = body["layers"] if isinstance(body, dict) else body
+        layers = body.get("layers") if isinstance(body, dict) else body
         arch = _sequential(path, layers, generation, _pair)
     elif class_name in ("Model", "Functional"):
         arch = _functional(path, body, generation)
@@ -115,8 +116,12 @@ def parse(config, path, keras_version=None, backend=None):
 
 
 def _generation(keras_version, body):
-    if isinstance(keras_version, str) and keras_version[:1].isdigit():
-        return min(int(keras_version.split(".")[0]), 2)
+    # ASCII digits only: "²".isdigit() is true, and int() refuses it.
+    major = (
+        re.match(r"[0-9]+", keras_version) if isinstance(keras_version, str) else None
+    )
+    if major is not None:
+        return min(int(major.group()), 2)
     layers = body.get("layers", []) if isinstance(body, dict) else body or []
     names = {
         k
