@@ -60,3 +60,35 @@ def test_other_python_tags_are_refused(tag):
 
 def test_tuples_are_read():
     assert load_yaml("value: !!python/tuple [1, 2]\n") == {"value": (1, 2)}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("value: !!python/object/apply:numpy.dtype {args: [7]}\n",
+         "a numpy.dtype with args"),
+        ("value: !!python/object/apply:numpy.dtype {args: [nonsense]}\n",
+         "a numpy.dtype 'nonsense'"),
+        ("value: !!python/object/apply:numpy.core.multiarray.scalar [1, 2, 3]\n",
+         "not of the form"),
+        ("value: [unclosed\n", "not valid YAML"),
+    ],
+)  # fmt: skip
+def test_malformed_numpy_forms_and_yaml_are_refused(text, message):
+    with pytest.raises(legacy.LegacyFileError, match=message):
+        load_yaml(text)
+
+
+def test_without_pyyaml_the_message_says_what_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_yaml(name, *args, **kwargs):
+        if name == "yaml":
+            raise ImportError("No module named 'yaml'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_yaml)
+    with pytest.raises(legacy.LegacyFileError, match="pip install pyyaml"):
+        load_yaml("value: 1\n")
