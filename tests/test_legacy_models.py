@@ -688,3 +688,64 @@ def test_a_damaged_architecture_is_one_legacy_file_error(
         legacy.load_model(path, weights=fixture.path("weights"))
     assert raised.value.field == field
     assert len(str(raised.value)) < 2000
+
+
+def _set(index, **values):
+    def edit(config):
+        _layers_of(config)[index]["config"].update(values)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, field, message",
+    [
+        (_set(0, dilation_rate=[2, 2]), "dilation_rate", "dilation_rate"),
+        (_set(0, groups=2), "groups", "grouped convolution"),
+        (_set(1, axis=[1, 3]), "axis", "several axes"),
+        (_set(3, ignore_border=False), "ignore_border", "partial windows"),
+        (_set(5, unknown_argument=3), "unknown_argument", "not supported"),
+    ],
+    ids=["dilation", "groups", "several-axes", "ignore-border", "unknown-argument"],
+)
+def test_arguments_it_cannot_rebuild_are_refused_by_name(
+    tmp_path, edit, field, message
+):
+    """Keras 2.2.4's conv net with one argument it cannot rebuild exactly:
+    refused, naming the layer and the argument, before anything is built."""
+    fixture = _fixture("keras-2.2.4-tensorflow", "conv2d_cl")
+    path = _edited(tmp_path, fixture, edit)
+    with pytest.raises(legacy.LegacyFileError, match=message) as raised:
+        legacy.load_model(path, weights=fixture.path("weights"))
+    assert raised.value.field == field
+    assert raised.value.layer is not None
+
+
+@pytest.mark.parametrize("mode", ["dot", ["x"], 3])
+def test_an_unknown_merge_mode_is_refused(tmp_path, mode):
+    """Refused once, by name (not its concat_axis as well)."""
+    fixture = _fixture("keras-1.2.2-tensorflow", "functional")
+
+    def edit(config):
+        for layer in _layers_of(config):
+            if layer["class_name"] == "Merge":
+                layer["config"]["mode"] = mode
+
+    path = _edited(tmp_path, fixture, edit)
+    with pytest.raises(legacy.LegacyFileError, match="merge mode") as raised:
+        legacy.load_model(path, weights=fixture.path("weights"))
+    assert (raised.value.layer, raised.value.field) == ("cat", "mode")
+
+
+def test_dropout_and_zero_padding_1d_rebuild(tmp_path):
+    """Keras 1's Dropout(p) (identity at inference) and ZeroPadding1D, against
+    NumPy."""
+    layers = [
+        ("drop", "Dropout", {"p": 0.5, "batch_input_shape": [None, 5, 2]}),
+        ("pad", "ZeroPadding1D", {"padding": 2}),
+        ("gap", "GlobalAveragePooling1D", {}),
+    ]
+    path, weights = _keras1_files(tmp_path, layers)
+    x = np.random.default_rng(5).normal(1.0, 1.0, size=(3, 5, 2))
+    expected = np.pad(x, ((0, 0), (2, 2), (0, 0))).mean(axis=1)
+    np.testing.assert_allclose(_predict(path, weights, x), expected, rtol=1e-5)

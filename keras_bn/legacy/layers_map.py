@@ -206,13 +206,17 @@ def _merge(a, plan, generation, mode):
     classes = {"concat": keras.layers.Concatenate, "sum": keras.layers.Add,
                "mul": keras.layers.Multiply, "ave": keras.layers.Average,
                "max": keras.layers.Maximum}  # fmt: skip
-    if a.config.get("mode_type", "raw") != "raw" or mode not in classes:
-        a.refuse("mode", f"merge mode {mode!r} (expected one of {sorted(classes)})")
-        return
-    plan.cls = classes[mode]
     # Keras 1 wrote concat_axis (-1 by default) whatever the mode: only a
     # concatenation reads it; another mode with another axis is refused.
     axis = a.get("concat_axis", "axis", default=-1)
+    if (
+        a.config.get("mode_type", "raw") != "raw"
+        or not isinstance(mode, str)
+        or mode not in classes
+    ):
+        a.refuse("mode", f"merge mode {mode!r} (expected one of {sorted(classes)})")
+        return
+    plan.cls = classes[mode]
     if mode == "concat":
         plan.kwargs = dict(axis=axis)
     elif axis != -1:
