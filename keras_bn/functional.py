@@ -21,6 +21,7 @@ why, and the test that holds the two to the same values. The conversion
 helpers use plain arithmetic and accept NumPy arrays as well as tensors.
 """
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -179,7 +180,7 @@ def samplewise_normalize(x, gamma, beta, epsilon, epsilon_in_root=False):
     dtype = keras.backend.standardize_dtype(x.dtype)
     gamma = as_dtype(gamma, dtype)
     beta = as_dtype(beta, dtype)
-    y, _, _ = _differentiable(_samplewise_rules(epsilon_in_root))(
+    y, _, _ = _differentiable(_samplewise_rules(bool(epsilon_in_root)))(
         x, gamma, beta, epsilon
     )
     return y
@@ -209,6 +210,7 @@ def _samplewise_statistics(x, epsilon, epsilon_in_root):
     return mean, ops.where(positive, ops.sqrt(ops.where(positive, variance, 1.0)), 0.0)
 
 
+@functools.cache
 def _samplewise_rules(epsilon_in_root):
     """Mode 1's closed form (`ClosedForm`): statistics per sample over the
     last axis; ``gamma`` varies along that axis."""
@@ -364,9 +366,11 @@ def featurewise_train(x, gamma, beta, axes, epsilon):
     dtype = keras.backend.standardize_dtype(x.dtype)
     gamma = as_dtype(gamma, dtype)
     beta = as_dtype(beta, dtype)
-    return _differentiable(_featurewise_rules(axes))(x, gamma, beta, epsilon)
+    rules = _featurewise_rules(tuple(axes))  # made once per reduction axes
+    return _differentiable(rules)(x, gamma, beta, epsilon)
 
 
+@functools.cache
 def _featurewise_rules(axes):
     """Mode 0's closed form (`ClosedForm`) over the reduction ``axes``."""
 
