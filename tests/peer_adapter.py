@@ -44,15 +44,27 @@ def _std_initializer(variance_initializer, epsilon):
     return initializers.Constant(float(std_for_variance(probe[0], epsilon)))
 
 
-def peer_layer(**kwargs):
-    """keras_bn.BatchNormalization, made from Keras' arguments."""
+def _keras_options(kwargs):
+    """keras_bn's constructor arguments for Keras' ``kwargs``: Keras'
+    defaults, its initializer names, a variance initializer as the std that
+    normalizes alike (Keras' default variance of 1 where none is given and
+    no running_std_initializer either, as in a config being reloaded)."""
     options = {**KERAS_DEFAULTS, **kwargs}
     if "moving_mean_initializer" in options:
         options["running_mean_initializer"] = options.pop("moving_mean_initializer")
-    options["running_std_initializer"] = _std_initializer(
-        options.pop("moving_variance_initializer", None), options["epsilon"]
-    )
-    return BatchNormalization(**options)
+    if (
+        "moving_variance_initializer" in options
+        or "running_std_initializer" not in options
+    ):
+        options["running_std_initializer"] = _std_initializer(
+            options.pop("moving_variance_initializer", None), options["epsilon"]
+        )
+    return options
+
+
+def peer_layer(**kwargs):
+    """keras_bn.BatchNormalization, made from Keras' arguments."""
+    return BatchNormalization(**_keras_options(kwargs))
 
 
 @keras.saving.register_keras_serializable(package="keras_bn_peer_tests")
@@ -62,14 +74,7 @@ class PeerBatchNormalization(BatchNormalization):
     reloads it from its config)."""
 
     def __init__(self, **kwargs):
-        options = {**KERAS_DEFAULTS, **kwargs}
-        if "moving_mean_initializer" in options:
-            options["running_mean_initializer"] = options.pop("moving_mean_initializer")
-        if "moving_variance_initializer" in options:
-            options["running_std_initializer"] = _std_initializer(
-                options.pop("moving_variance_initializer"), options["epsilon"]
-            )
-        super().__init__(**options)
+        super().__init__(**_keras_options(kwargs))
 
 
 def moving_variance(layer):
