@@ -15,7 +15,7 @@ import numpy as np
 
 from keras_bn.batch_normalization import BatchNormalization
 from keras_bn.convert import convert_running_statistic
-from keras_bn.legacy import kernels
+from keras_bn.legacy import kernels, recurrent
 from keras_bn.legacy.errors import LegacyFileError
 
 __all__ = [
@@ -128,9 +128,19 @@ def _stored(path, source, target, name, array, variable):
 
 def plain_step(path, source, target, facts):
     """A layer other than BatchNormalization: its arrays as they are, but
-    for convolution kernels (`kernels`)."""
+    for convolution kernels (`kernels`) and Keras 1.x's per-gate recurrent
+    arrays (`recurrent`)."""
     variables = target.weights
-    if len(source.arrays) != len(variables):
+    names = list(source.weight_names)
+    arrays = [
+        _real(path, source, name, array) for name, array in zip(names, source.arrays)
+    ]
+    regrouped = recurrent.convert(names, arrays, target)
+    if regrouped is not arrays:
+        names = [f"{name} (from the per-gate arrays)" for name in ("W", "U", "b")]
+        names = names * (len(regrouped) // 3)
+        arrays = regrouped
+    if len(arrays) != len(variables):
         raise LegacyFileError(
             f"Layer '{source.name}': the file holds {len(source.arrays)} arrays "
             f"{list(source.weight_names)}, the model's layer '{target.name}' takes "
@@ -138,16 +148,12 @@ def plain_step(path, source, target, facts):
             path=path,
             layer=source.name,
         )
-    arrays = [
-        _real(path, source, name, array)
-        for name, array in zip(source.weight_names, source.arrays)
-    ]
     arrays = kernels.convert(path, source, target, arrays, facts)
     return Step(
         target,
         [
             _stored(path, source, target, name, array, variable)
-            for name, array, variable in zip(source.weight_names, arrays, variables)
+            for name, array, variable in zip(names, arrays, variables)
         ],
     )
 

@@ -128,7 +128,19 @@ def _check_substitutes(arch, substitutes):
     return substitutes
 
 
-def _plans(arch, target, substitutes):
+def _model_ordering(arch, dim_ordering):
+    """The caller's ``dim_ordering``, else the one every Keras 0.x/1.x layer
+    that records one records, else None."""
+    if dim_ordering is not None:
+        return dim_ordering
+    recorded = {node.config.get("dim_ordering") for node in arch.nodes}
+    recorded = {value for value in recorded if isinstance(value, str)}
+    if arch.generation < 2 and len(recorded) == 1 and recorded <= {"th", "tf"}:
+        return recorded.pop()
+    return None
+
+
+def _plans(arch, target, substitutes, dim_ordering=None):
     plans, problems = {}, []
     for name, shape, _ in arch.inputs:
         if shape is None or any(d is None for d in shape[1:]):
@@ -137,7 +149,7 @@ def _plans(arch, target, substitutes):
         if node.name in substitutes:
             plans[node.name] = Plan(substitute=substitutes[node.name])
             continue
-        plan = translate(node, arch.generation, target)
+        plan = translate(node, arch.generation, target, dim_ordering)
         problems += [(node.name, node.class_name, f, m) for f, m in plan.problems]
         plans[node.name] = plan
     if problems:
@@ -153,22 +165,27 @@ def _call(node, plan, inputs, transpose):
         if not isinstance(layer, L.Layer):
             layer = L.Lambda(layer, name=node.name)
         return layer(x)
-    layer = plan.cls(name=node.name, **plan.kwargs)
     if plan.channels_first and transpose:
-        layer = plan.cls(
-            name=node.name, **dict(plan.kwargs, data_format="channels_last")
-        )
+        layer = plan.build(name=node.name, data_format="channels_last")
         rank = len(x.shape) - 2
         to_last = tuple(range(2, rank + 2)) + (1,)
         to_first = (rank + 1,) + tuple(range(1, rank + 1))
         x = L.Permute(to_last, name=f"{node.name}_to_channels_last")(x)
-        return L.Permute(to_first, name=f"{node.name}_to_channels_first")(layer(x))
-    if plan.per_activation_bn and len(x.shape) > 2:
+        y = L.Permute(to_first, name=f"{node.name}_to_channels_first")(layer(x))
+    elif plan.per_activation_bn and len(x.shape) > 2:
         raise ValueError(
             "per-activation statistics over samples of rank > 1: the stock "
             "layer takes one axis; use batch_normalization='keras_bn'"
         )
-    return layer(x)
+    else:
+        y = plan.build(name=node.name)(x)
+    declared = plan.output_shape
+    if declared is not None and tuple(y.shape[1:]) != tuple(declared):
+        raise ValueError(
+            f"the file declares the output shape {tuple(declared)}; Keras 3 "
+            f"computes {tuple(y.shape[1:])}"
+        )
+    return y
 
 
 def _build(arch, plans, transpose):
@@ -204,7 +221,7 @@ def _build(arch, plans, transpose):
     )
 
 
-def _load_options(arch, held, plans, whole, keras_version, backend):
+def _load_options(arch, held, plans, whole, keras_version, backend, dim_ordering):
     options = {}
     version = keras_version or arch.keras_version
     if held.keras_version is None and version is not None and arch.generation:
@@ -217,9 +234,8 @@ def _load_options(arch, held, plans, whole, keras_version, backend):
             for name, plan in plans.items()
             if "epsilon" in plan.kwargs
         } or None
-    orderings = {n.config.get("dim_ordering") for n in arch.nodes} - {None}
-    if arch.generation < 2 and len(orderings) == 1 and orderings <= {"th", "tf"}:
-        options["dim_ordering"] = orderings.pop()
+    if arch.generation < 2 and dim_ordering is not None:
+        options["dim_ordering"] = dim_ordering
     return options
 
 
@@ -261,7 +277,7 @@ def _describe(arch, plans, held, options, transpose):
 
 def rebuild(path, *, weights=None, batch_normalization="keras_bn",
             channels_first="auto", keras_version=None, backend=None,
-            substitutes=None):  # fmt: skip
+            dim_ordering=None, substitutes=None):  # fmt: skip
     """The `Rebuilt` model and its report; see `load_model`. Warnings that
     `load_weights` raises are recorded in ``assumptions``."""
     if batch_normalization not in ("keras_bn", "keras"):
@@ -274,14 +290,21 @@ def rebuild(path, *, weights=None, batch_normalization="keras_bn",
             "channels_first: expected 'auto', 'native' or 'transpose', got "
             f"{channels_first!r}."
         )
+    if dim_ordering not in (None, "th", "tf"):
+        raise ValueError(
+            f"dim_ordering: expected None, 'th' or 'tf', got {dim_ordering!r}."
+        )
     arch, weights_path, held = _sources(path, weights)
-    plans = _plans(arch, batch_normalization, _check_substitutes(arch, substitutes))
+    ordering = _model_ordering(arch, dim_ordering)
+    plans = _plans(
+        arch, batch_normalization, _check_substitutes(arch, substitutes), ordering
+    )
     transpose = channels_first == "transpose" or (
         channels_first == "auto" and keras.backend.backend() == "tensorflow"
     )
     model = _build(arch, plans, transpose)
     whole = weights_path == str(path)
-    options = _load_options(arch, held, plans, whole, keras_version, backend)
+    options = _load_options(arch, held, plans, whole, keras_version, backend, ordering)
     substituted = sorted(n for n, p in plans.items() if p.substitute is not None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -312,7 +335,7 @@ def rebuild(path, *, weights=None, batch_normalization="keras_bn",
 
 def load_model(path, *, weights=None, batch_normalization="keras_bn",
                channels_first="auto", keras_version=None, backend=None,
-               substitutes=None):  # fmt: skip
+               dim_ordering=None, substitutes=None):  # fmt: skip
     """An old Keras model (0.x, 1.x, 2.x) as a built Keras 3 model with its
     weights, computing at inference what the old release computed.
 
@@ -329,6 +352,11 @@ def load_model(path, *, weights=None, batch_normalization="keras_bn",
             ``"native"`` or ``"transpose"``.
         keras_version, backend: What neither file records (Keras 0.x files
             with convolutions need ``backend``); passed to `load_weights`.
+        dim_ordering: ``"th"`` or ``"tf"``: the image layout of a Keras
+            0.x/1.x model's layers that do not record one (Keras 1.x's
+            UpSampling, ZeroPadding and Cropping layers followed
+            keras.json), where no other layer of the model records it; also
+            passed to `load_weights` for ambiguous kernels.
         substitutes: ``{layer name: layer}`` for layers it cannot rebuild
             (a ``Lambda``, whose stored code is never run, or a class Keras
             3 lacks): a ``keras.layers.Layer``, or a function (wrapped in
@@ -345,7 +373,7 @@ def load_model(path, *, weights=None, batch_normalization="keras_bn",
     rebuilt = rebuild(
         path, weights=weights, batch_normalization=batch_normalization,
         channels_first=channels_first, keras_version=keras_version, backend=backend,
-        substitutes=substitutes,
+        dim_ordering=dim_ordering, substitutes=substitutes,
     )  # fmt: skip
     for line in rebuilt.warned:
         warnings.warn(line, UserWarning, stacklevel=2)

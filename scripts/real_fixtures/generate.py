@@ -629,13 +629,10 @@ def describe_weights_file(path):
     return out
 
 
-def main():
-    args = parse_args()
-    family = family_of(args.release)
-    home = setup_environment(args, family)
-    import numpy as np
-
-    np.random.seed(args.seed)
+def import_keras(args, family):
+    """The release's keras package (tf_keras for family 3), seeded, with the
+    patches an old release needs on the TensorFlow that PyPI still has
+    (recorded in WORKAROUNDS)."""
     if args.backend == "theano" and family >= 1:
         import theano.ifelse  # noqa: F401  (Keras 1.2.2/2.0.8 on Theano 1.0.5)
 
@@ -686,6 +683,55 @@ def main():
                 "assign_moving_average(..., zero_debias=False), as in "
                 "TensorFlow 0.10 (Keras 1.0.7/1.0.8 on TensorFlow 0.12)"
             )
+    return keras
+
+
+def save_model_files(model, out_dir, name, family, x, y):
+    """Writes <name>.weights.h5, .model.h5, .json, .yaml (where the release
+    has them) and .npz (x, y); returns {kind: file name}."""
+    import numpy as np
+
+    files = {}
+    path = os.path.join(out_dir, name + ".weights.h5")
+    if family == 3:
+        # tf-keras writes its new (Keras-3-like) format to names ending in
+        # ".weights.h5"; any other ".h5" name gets the legacy layout.
+        model.save_weights(path[: -len(".weights.h5")] + ".legacy.h5", overwrite=True)
+        os.rename(path[: -len(".weights.h5")] + ".legacy.h5", path)
+        if "save_weights" not in " ".join(WORKAROUNDS):
+            WORKAROUNDS.append(
+                "save_weights to <model>.legacy.h5 (the legacy HDF5 "
+                "layout), renamed <model>.weights.h5"
+            )
+    else:
+        model.save_weights(path, overwrite=True)
+    files["weights"] = name + ".weights.h5"
+    if hasattr(model, "save"):
+        path = os.path.join(out_dir, name + ".model.h5")
+        model.save(path)
+        files["model"] = name + ".model.h5"
+    for fmt in ("json", "yaml"):
+        try:
+            text = getattr(model, "to_" + fmt)()
+        except Exception as e:  # e.g. tf-keras: to_yaml was removed
+            print("  no to_%s: %s" % (fmt, e))
+            continue
+        with open(os.path.join(out_dir, name + "." + fmt), "w") as f:
+            f.write(text)
+        files[fmt] = name + "." + fmt
+    np.savez(os.path.join(out_dir, name + ".npz"), x=x, y=y)
+    files["npz"] = name + ".npz"
+    return files
+
+
+def main():
+    args = parse_args()
+    family = family_of(args.release)
+    home = setup_environment(args, family)
+    import numpy as np
+
+    np.random.seed(args.seed)
+    keras = import_keras(args, family)
     out_dir = os.path.abspath(args.out)
     if not os.path.isdir(out_dir):
         os.makedirs(out_dir)
@@ -784,38 +830,7 @@ def main():
         y = np.asarray(y, dtype="float32")
         assert np.all(np.isfinite(y)), name
 
-        files = {}
-        path = os.path.join(out_dir, name + ".weights.h5")
-        if family == 3:
-            # tf-keras writes its new (Keras-3-like) format to names ending in
-            # ".weights.h5"; any other ".h5" name gets the legacy layout.
-            model.save_weights(
-                path[: -len(".weights.h5")] + ".legacy.h5", overwrite=True
-            )
-            os.rename(path[: -len(".weights.h5")] + ".legacy.h5", path)
-            if "save_weights" not in " ".join(WORKAROUNDS):
-                WORKAROUNDS.append(
-                    "save_weights to <model>.legacy.h5 (the legacy HDF5 "
-                    "layout), renamed <model>.weights.h5"
-                )
-        else:
-            model.save_weights(path, overwrite=True)
-        files["weights"] = name + ".weights.h5"
-        if hasattr(model, "save"):
-            path = os.path.join(out_dir, name + ".model.h5")
-            model.save(path)
-            files["model"] = name + ".model.h5"
-        for fmt in ("json", "yaml"):
-            try:
-                text = getattr(model, "to_" + fmt)()
-            except Exception as e:  # e.g. tf-keras: to_yaml was removed
-                print("  no to_%s: %s" % (fmt, e))
-                continue
-            with open(os.path.join(out_dir, name + "." + fmt), "w") as f:
-                f.write(text)
-            files[fmt] = name + "." + fmt
-        np.savez(os.path.join(out_dir, name + ".npz"), x=x, y=y)
-        files["npz"] = name + ".npz"
+        files = save_model_files(model, out_dir, name, family, x, y)
 
         entry = {
             "name": name,

@@ -4,7 +4,8 @@
 #   BACKEND: theano | tensorflow
 # The environments are those of README.md, under $OLDKERAS (default
 # /work/oldkeras); the fixtures go to OUT_ROOT/keras-RELEASE-BACKEND
-# (default: tests/fixtures/real of this checkout).
+# (default: tests/fixtures/real of this checkout). GENERATOR=zoo.py runs
+# zoo.py (one model per layer family) instead of generate.py.
 set -euo pipefail
 release=$1
 backend=$2
@@ -26,5 +27,5 @@ name=keras-$release-$backend
 [[ $release == tf-keras-* ]] && name=$release-$backend
 mkdir -p "$OLDKERAS/cache"
 rm -rf "${out_root:?}/$name"
-PYTHONPATH=$pp "$py" "$here/generate.py" --release "$release" --backend "$backend" \
+PYTHONPATH=$pp "$py" "$here/${GENERATOR:-generate.py}" --release "$release" --backend "$backend" \
   --out "$out_root/$name" --theano-compiledir "$OLDKERAS/cache/$cache"

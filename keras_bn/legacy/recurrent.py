@@ -1,0 +1,58 @@
+"""Recurrent layers' arrays from legacy files, in Keras 3's layout.
+
+Keras 1.x stored a GRU or LSTM one array per gate (``consume_less="cpu"``
+or ``"mem"``, the default): ``<layer>_W_i``, ``_U_i``, ``_b_i``, then the
+next gate (an LSTM's in the order i, c, f, o; a GRU's z, r, h). Keras 3,
+like Keras 2 and Keras 1's ``consume_less="gpu"``, keeps three arrays whose
+columns hold the gates side by side: an LSTM's i, f, c, o, a GRU's z, r,
+h (with ``reset_after=False``, as Keras 1 computed). The gate is read from
+each array's name, so the order in the file does not matter. A
+Bidirectional layer's arrays are its forward layer's, then its backward
+layer's, each converted likewise. Anything else is returned as it is.
+"""
+
+import re
+
+import keras
+import numpy as np
+
+__all__ = ["convert"]
+
+_GATES = {"LSTM": "ifco", "GRU": "zrh"}
+_PER_GATE = re.compile(r"_([WUb])_([a-z])(?:_[0-9]+)?(?::[0-9]+)?$")
+
+
+def _per_gate(names, arrays, gates):
+    """``[kernel, recurrent_kernel, bias]`` from per-gate arrays, or None
+    where the names are not exactly one W, U and b per gate."""
+    found = {}
+    for name, array in zip(names, arrays):
+        match = _PER_GATE.search(name)
+        if match is None:
+            return None
+        found[match.groups()] = array
+    wanted = [(kind, gate) for kind in "WUb" for gate in gates]
+    if sorted(found) != sorted(wanted) or len(found) != len(arrays):
+        return None
+    return [
+        np.concatenate([np.asarray(found[kind, gate]) for gate in gates], axis=-1)
+        for kind in "WUb"
+    ]
+
+
+def convert(source_names, arrays, target):
+    """The arrays for ``target``'s variables, per-gate Keras 1.x arrays
+    regrouped; ``source_names``: the file's names for them."""
+    if isinstance(target, keras.layers.Bidirectional):
+        half = len(arrays) // 2
+        if half * 2 != len(arrays):
+            return arrays
+        forward = convert(source_names[:half], arrays[:half], target.forward_layer)
+        backward = convert(source_names[half:], arrays[half:], target.backward_layer)
+        if forward == arrays[:half] and backward == arrays[half:]:
+            return arrays
+        return [*forward, *backward]
+    gates = _GATES.get(type(target).__name__)
+    if gates is None or len(arrays) != 3 * len(gates):
+        return arrays
+    return _per_gate(source_names, arrays, gates) or arrays
