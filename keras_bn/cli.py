@@ -105,6 +105,7 @@ def _convert(
     backend=None,
     keras_version=None,
     channels_first="transpose",
+    dim_ordering=None,
 ):
     """Rebuilds ``old``, saves it as ``new``; the report as lines of text."""
     from keras_bn import legacy
@@ -124,7 +125,7 @@ def _convert(
         rebuilt = models.rebuild(
             old, weights=weights, batch_normalization=batch_normalization,
             channels_first=channels_first, backend=backend,
-            keras_version=keras_version,
+            keras_version=keras_version, dim_ordering=dim_ordering,
         )  # fmt: skip
         descriptor, temporary = tempfile.mkstemp(
             prefix=".keras-bn-convert-", suffix=".keras", dir=folder
@@ -155,6 +156,7 @@ _OPTIONS = {
     "weights": "--weights",
     "keras_version": "--keras-version",
     "channels_first": "--channels-first",
+    "dim_ordering": "--dim-ordering",
 }
 _ARGUMENT = re.compile(
     r"\b(" + "|".join(_OPTIONS) + r")=('[^']*'|\"[^\"]*\"|[^\s,;:)]*[^\s,;:).])?"
@@ -239,6 +241,13 @@ def main(argv=None):
         "the default: the file runs on every backend), natively, or auto "
         "(transpose on TensorFlow only)",
     )
+    convert.add_argument(
+        "--dim-ordering",
+        choices=("th", "tf"),
+        help="the image layout of Keras 1.x layers that do not record one "
+        "(UpSampling, ZeroPadding, Cropping followed keras.json), where no "
+        "other layer of the model tells it",
+    )
     arguments = parser.parse_args(argv)
     source = arguments.file if arguments.command == "inspect" else arguments.old
     if keras_bn.NO_BACKEND is not None:
@@ -253,6 +262,7 @@ def main(argv=None):
                 arguments.old, arguments.new, arguments.weights,
                 arguments.batch_normalization, arguments.backend,
                 arguments.keras_version, arguments.channels_first,
+                arguments.dim_ordering,
             )  # fmt: skip
     except legacy.LegacyFileError as error:
         if arguments.command == "convert":

@@ -1,0 +1,231 @@
+"""Every family of old layers, on files the real releases wrote.
+
+``tests/fixtures/real_zoo/<release>-<backend>/`` holds, per layer family,
+a small Sequential model (BatchNormalization, then the layer under test)
+that the release built, trained a few steps and saved, with its own
+predictions (``scripts/real_fixtures/zoo.py``; the recipe is in
+``scripts/real_fixtures/README.md``). Each architecture and weights pair
+is rebuilt with `keras_bn.legacy.load_model` into keras_bn's layer, each
+whole-model file into the stock layer, and must predict what the release
+predicted within 1e-4 of the output's scale: kernel layouts, Theano's flip,
+per-gate recurrent arrays, channels-first data and old argument names all
+show in that one number.
+"""
+
+import json
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from keras_bn import legacy
+from keras_bn.cli import main
+from keras_bn.legacy import layers_map
+
+ROOT = Path(__file__).resolve().parent / "fixtures" / "real_zoo"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "legacy_models.md"
+
+
+def _manifests():
+    return [
+        (directory, json.loads((directory / "manifest.json").read_text()))
+        for directory in sorted(ROOT.iterdir())
+        if (directory / "manifest.json").exists()
+    ]
+
+
+MODELS = [
+    pytest.param(directory, manifest, entry, id=f"{directory.name}-{entry['name']}")
+    for directory, manifest in _manifests()
+    for entry in manifest["models"]
+]
+
+
+def _options(manifest):
+    """What a Keras 1.x file does not record: the image layout of its
+    UpSampling, ZeroPadding and Cropping layers (keras.json's)."""
+    if manifest["release"].startswith("1."):
+        return {"dim_ordering": "th" if manifest["channels_first"] else "tf"}
+    return {}
+
+
+def _close(model, arrays):
+    got = model.predict(arrays["x"], batch_size=len(arrays["x"]), verbose=0)
+    expected = arrays["y"]
+    assert got.shape == expected.shape
+    scale = max(float(np.max(np.abs(expected))), 1e-6)
+    return float(np.max(np.abs(got - expected))) / scale
+
+
+def _load(path, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the assumed-epsilon warnings
+        return legacy.load_model(path, **kwargs)
+
+
+def test_every_release_and_many_families():
+    manifests = _manifests()
+    assert {m["release"] for _, m in manifests} >= {"1.2.2", "2.2.4", "tf-keras-2.21"}
+    assert {m["backend"] for _, m in manifests} == {"theano", "tensorflow"}
+    assert len(MODELS) >= 150
+
+
+@pytest.mark.parametrize("directory, manifest, entry", MODELS)
+def test_predictions_match_the_release(directory, manifest, entry):
+    files = entry["files"]
+    arrays = np.load(directory / files["npz"])
+    options = _options(manifest)
+    model = _load(
+        directory / files["json"], weights=directory / files["weights"], **options
+    )
+    assert _close(model, arrays) <= 1e-4
+    if "model" in files:
+        model = _load(
+            directory / files["model"], batch_normalization="keras", **options
+        )
+        assert _close(model, arrays) <= 1e-4
+
+
+def _entry(directory_name, model_name):
+    directory = ROOT / directory_name
+    manifest = json.loads((directory / "manifest.json").read_text())
+    (entry,) = [e for e in manifest["models"] if e["name"] == model_name]
+    return directory, manifest, entry
+
+
+@pytest.mark.parametrize("name", ["upsampling2d", "cropping3d", "zeropadding2d"])
+def test_a_keras1_layer_without_its_dim_ordering_needs_it(name):
+    """Keras 1.x did not record these layers' ordering: without one from the
+    caller or another layer, the model is refused by name; the wrong one
+    gives other shapes, refused or off."""
+    directory, manifest, entry = _entry("keras-1.2.2-theano", name)
+    json_path, weights = directory / entry["files"]["json"], directory / entry[
+        "files"
+    ]["weights"]  # fmt: skip
+    with pytest.raises(legacy.LegacyFileError, match="dim_ordering") as caught:
+        _load(json_path, weights=weights)
+    assert caught.value.field == "dim_ordering"
+    assert caught.value.layer == entry["classes"][1].lower() + "_1"
+    arrays = np.load(directory / entry["files"]["npz"])
+    model = _load(json_path, weights=weights, dim_ordering="th")
+    assert _close(model, arrays) <= 1e-4
+    try:
+        model = _load(json_path, weights=weights, dim_ordering="tf")
+    except legacy.LegacyFileError:
+        return
+    assert model.output_shape[1:] != arrays["y"].shape[1:]
+
+
+@pytest.mark.parametrize("recorded", ["th", "tf"])
+def test_the_model_s_other_layers_tell_the_ordering(tmp_path, recorded):
+    """A Keras 1 UpSampling2D in a model whose other layer records its
+    dim_ordering (here a 1x1 max pooling, an identity) follows it."""
+    directory, manifest, entry = _entry("keras-1.2.2-theano", "upsampling2d")
+    config = json.loads((directory / entry["files"]["json"]).read_text())
+    pool = {"name": "identity", "pool_size": [1, 1], "strides": [1, 1],
+            "border_mode": "valid", "dim_ordering": recorded}  # fmt: skip
+    config["config"].insert(1, {"class_name": "MaxPooling2D", "config": pool})
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(config))
+    arrays = np.load(directory / entry["files"]["npz"])
+    model = _load(path, weights=directory / entry["files"]["weights"])
+    if recorded == "th":
+        assert _close(model, arrays) <= 1e-4
+    else:
+        assert model.output_shape[1:] != arrays["y"].shape[1:]
+
+
+def test_old_hard_sigmoid_is_not_keras_3_s():
+    """Keras 1/2's hard_sigmoid is clip(0.2 x + 0.5); Keras 3's has slope
+    1/6: the rebuilt Dense computes the old one, and a saved .keras file
+    keeps it."""
+    directory, manifest, entry = _entry("keras-2.2.4-tensorflow", "hard_sigmoid")
+    arrays = np.load(directory / entry["files"]["npz"])
+    model = _load(directory / entry["files"]["model"])
+    x = np.linspace(-4, 4, 17, dtype="float32")[:, None]
+    activation = model.layers[-1].activation
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(activation(x)), np.clip(0.2 * x + 0.5, 0, 1)
+    )
+    assert _close(model, arrays) <= 1e-4
+
+
+def test_a_rebuilt_recurrent_model_saves_and_loads(tmp_path):
+    """The old hard_sigmoid is registered: a .keras file of a Keras 1 LSTM
+    loads back in a fresh process and predicts what the release did."""
+    directory, manifest, entry = _entry("keras-1.2.2-tensorflow", "lstm")
+    model = _load(
+        directory / entry["files"]["json"],
+        weights=directory / entry["files"]["weights"],
+    )
+    path = tmp_path / "lstm.keras"
+    model.save(path)
+    script = (
+        "import sys, numpy as np, keras, keras_bn\n"
+        "m = keras.saving.load_model(sys.argv[1])\n"
+        "a = np.load(sys.argv[2])\n"
+        "y = m.predict(a['x'], verbose=0)\n"
+        "print(float(np.max(np.abs(y - a['y'])) / np.max(np.abs(a['y']))))\n"
+    )
+    npz = directory / entry["files"]["npz"]
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path), str(npz)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout.strip().splitlines()[-1]) <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "directory_name, name",
+    [("keras-1.2.2-theano", "deconv2d"), ("keras-1.2.2-tensorflow", "bidirectional"),
+     ("keras-2.2.4-tensorflow", "separable2d")],
+)  # fmt: skip
+def test_keras_bn_convert(tmp_path, capsys, directory_name, name):
+    directory, manifest, entry = _entry(directory_name, name)
+    out = tmp_path / f"{name}.keras"
+    argv = ["convert", str(directory / entry["files"]["json"]), str(out),
+            "--weights", str(directory / entry["files"]["weights"])]  # fmt: skip
+    if manifest["release"].startswith("1."):
+        argv += ["--dim-ordering", _options(manifest)["dim_ordering"]]
+    assert main(argv) == 0, capsys.readouterr().err
+    model = keras.saving.load_model(out)
+    assert _close(model, np.load(directory / entry["files"]["npz"])) <= 1e-4
+
+
+def _documented_names(text):
+    """The backticked names of the docs, ``MaxPooling1D/2D/3D`` read as
+    three names."""
+    names = set()
+    for token in re.findall(r"`([A-Za-z0-9/]+)(?:\([^`]*\))?`", text):
+        first, *others = token.split("/")
+        names.add(first)
+        stem = re.sub(r"[0-9]D$", "", first)
+        names.update(stem + other for other in others)
+    return names
+
+
+def test_every_registered_class_is_in_the_docs_table():
+    """docs/legacy_models.md's table names every old class the loader
+    translates."""
+    documented = _documented_names(DOCS.read_text())
+    assert sorted(set(layers_map._TRANSLATORS) - documented) == []
+
+
+@pytest.mark.parametrize(
+    "class_name", ["Highway", "MaxoutDense", "LocallyConnected1D", "LocallyConnected2D"]
+)
+def test_layers_without_a_keras_3_equivalent_are_refused_by_name(tmp_path, class_name):
+    directory, manifest, entry = _entry("keras-1.2.2-tensorflow", "leakyrelu")
+    config = json.loads((directory / entry["files"]["json"]).read_text())
+    config["config"][1]["class_name"] = class_name
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(legacy.LegacyFileError, match=class_name) as caught:
+        _load(path, weights=directory / entry["files"]["weights"])
+    assert caught.value.field == "class_name"
