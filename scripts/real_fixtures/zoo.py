@@ -381,6 +381,11 @@ def build(keras, k, cf, builder):
     return model, shape
 
 
+def first_line(error):
+    lines = str(error).splitlines() or [""]
+    return "%s: %s" % (type(error).__name__, lines[0][:300])
+
+
 def output_shape(model):
     return tuple(int(d) for d in model.output_shape[1:])
 
@@ -428,7 +433,7 @@ def main():
             continue
         except Exception as error:  # the release cannot build it: say why
             traceback.print_exc()
-            manifest["unavailable"][name] = "%s: %s" % (type(error).__name__, error)
+            manifest["unavailable"][name] = first_line(error)
             continue
         if shape is None:
             x_all = rng.randint(1, 11, size=(N_TRAIN + N_TEST, 5)).astype("int32")
@@ -445,7 +450,7 @@ def main():
             y = np.asarray(model.predict(x, batch_size=N_TEST), dtype="float32")
         except Exception as error:
             traceback.print_exc()
-            manifest["unavailable"][name] = "%s: %s" % (type(error).__name__, error)
+            manifest["unavailable"][name] = first_line(error)
             continue
         assert np.all(np.isfinite(y)), name
         files = generate.save_model_files(model, out_dir, name, family, x, y)
