@@ -388,7 +388,7 @@ def make_layer(keras, family, release, spec, input_shape=None, name=None):
                 spec["units"],
                 activation=spec["activation"],
                 use_bias=spec["use_bias"],
-                **kw,
+                **kw
             )
         return L.Dense(spec["units"], activation=spec["activation"], **kw)
     if t == "activation":
@@ -415,7 +415,7 @@ def make_layer(keras, family, release, spec, input_shape=None, name=None):
                 padding=spec["padding"],
                 data_format=spec["data_format"],
                 activation=spec["activation"],
-                **kw,
+                **kw
             )
         if release.startswith("0.2"):
             assert spec["data_format"] == "channels_first"
@@ -428,7 +428,7 @@ def make_layer(keras, family, release, spec, input_shape=None, name=None):
             border_mode=spec["padding"],
             subsample=tuple(spec["strides"]),
             activation=spec["activation"],
-            **kw,
+            **kw
         )
     if t == "conv1d":
         if family >= 2:
@@ -438,7 +438,7 @@ def make_layer(keras, family, release, spec, input_shape=None, name=None):
                 strides=spec["strides"],
                 padding=spec["padding"],
                 activation=spec["activation"],
-                **kw,
+                **kw
             )
         return L.Convolution1D(
             spec["filters"],
@@ -446,7 +446,7 @@ def make_layer(keras, family, release, spec, input_shape=None, name=None):
             border_mode=spec["padding"],
             subsample_length=spec["strides"],
             activation=spec["activation"],
-            **kw,
+            **kw
         )
     if t == "max_pool2d":
         if family >= 2:
@@ -455,21 +455,21 @@ def make_layer(keras, family, release, spec, input_shape=None, name=None):
                 strides=tuple(spec["strides"]),
                 padding=spec["padding"],
                 data_format=spec["data_format"],
-                **kw,
+                **kw
             )
         if release.startswith("0.2"):
             return L.MaxPooling2D(
                 pool_size=tuple(spec["pool_size"]),
                 stride=tuple(spec["strides"]),
                 ignore_border=True,
-                **kw,
+                **kw
             )
         return L.MaxPooling2D(
             pool_size=tuple(spec["pool_size"]),
             strides=tuple(spec["strides"]),
             border_mode=spec["padding"],
             dim_ordering=th_ordering(spec["data_format"]),
-            **kw,
+            **kw
         )
     raise ValueError("unknown layer type " + t)
 
