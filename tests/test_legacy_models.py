@@ -700,13 +700,13 @@ def _set(index, **values):
 @pytest.mark.parametrize(
     "edit, field, message",
     [
-        (_set(0, dilation_rate=[2, 2]), "dilation_rate", "dilation_rate"),
+        (_set(0, padding="full"), "border_mode", "expected 'valid' or 'same'"),
         (_set(0, groups=2), "groups", "grouped convolution"),
         (_set(1, axis=[1, 3]), "axis", "several axes"),
         (_set(3, ignore_border=False), "ignore_border", "partial windows"),
         (_set(5, unknown_argument=3), "unknown_argument", "not supported"),
     ],
-    ids=["dilation", "groups", "several-axes", "ignore-border", "unknown-argument"],
+    ids=["full-padding", "groups", "several-axes", "ignore-border", "unknown-argument"],
 )
 def test_arguments_it_cannot_rebuild_are_refused_by_name(
     tmp_path, edit, field, message

@@ -178,34 +178,135 @@ def _input_shape(config):
 def _sequential(path, layers, generation, read):
     if not isinstance(layers, list) or not layers:
         raise _fail(path, "a Sequential model without layers.", field="layers")
-    nodes, previous = [], "input"
+    inputs, merged = _merged_models(path, layers, generation, read)
+    if merged:
+        nodes, previous = _chain(path, layers[1:], generation, read, merged[-1].name)
+        nodes = merged + nodes
+    else:
+        nodes, previous = _chain(path, layers, generation, read, "input")
+    if not inputs:
+        first = read(path, layers[0], 0)[2]
+        shape = _input_shape(first)
+        if shape is None:
+            raise _fail(
+                path,
+                "the first layer declares no input shape (input_shape, "
+                "batch_input_shape or input_dim).",
+                layer=nodes[0].name if nodes else None,
+                field="input_shape",
+            )
+        dtype = "int32" if nodes and nodes[0].class_name == "Embedding" else "float32"
+        inputs = [("input", shape, dtype)]
+    return Architecture(
+        path, "sequential", generation, None, None, inputs, nodes, [previous]
+    )
+
+
+def _chain(path, layers, generation, read, previous):
+    """The nodes of a Sequential's ``layers``, each taking the one before;
+    nested Sequential and functional models are laid out in place (their
+    layers are the old file's layers)."""
+    nodes = []
     for index, layer in enumerate(layers):
+        inner = _nested_sequential(layer) if generation >= 1 else None
+        if inner is not None:
+            inner_nodes, previous = _chain(path, inner, generation, _pair, previous)
+            nodes += inner_nodes
+            continue
         class_name, name, config = read(path, layer, index)
         if class_name == "InputLayer":
             continue
+        if class_name in ("Model", "Functional") and generation >= 1:
+            inner_nodes, previous = _nested_functional(
+                path, name, config, generation, previous
+            )
+            nodes += inner_nodes
+            continue
+        if class_name == "Merge" and isinstance(config.get("layers"), list):
+            raise _fail(
+                path,
+                f"Layer '{name}': a Merge of models is read as the first layer "
+                "of a Sequential only.",
+                layer=name,
+                field="layers",
+            )
         nodes.append(Node(name, class_name, config, [previous]))
         previous = name
-    first = read(path, layers[0], 0)[2]
-    shape = _input_shape(first)
-    if shape is None:
+    return nodes, previous
+
+
+def _nested_sequential(layer):
+    """A nested Sequential's layers (Keras 1 wrote a list as its config,
+    Keras 2 ``{"name", "layers"}``), else None."""
+    if not isinstance(layer, dict) or layer.get("class_name") != "Sequential":
+        return None
+    config = layer.get("config")
+    inner = config.get("layers") if isinstance(config, dict) else config
+    return inner if isinstance(inner, list) and inner else None
+
+
+def _merged_models(path, layers, generation, read):
+    """Keras 1's ``Merge([model_a, model_b], mode=...)`` as the first layer of
+    a Sequential: each model a branch with its own input, then the merge.
+    Returns the inputs and the nodes (none where the first layer is
+    another)."""
+    first = layers[0]
+    if not isinstance(first, dict) or first.get("class_name") != "Merge":
+        return [], []
+    config = first.get("config")
+    if not isinstance(config, dict):
+        return [], []
+    branches = config.get("layers")
+    if not isinstance(branches, list):
+        return [], []
+    _, name, settings = read(path, first, 0)
+    inputs, nodes, ends = [], [], []
+    for index, branch in enumerate(branches):
+        if not isinstance(branch, dict) or branch.get("class_name") != "Sequential":
+            raise _fail(
+                path,
+                f"Layer '{name}': branch {index} of a Merge of models is "
+                f"{_short_repr(branch)} (expected a Sequential).",
+                layer=name,
+                field="layers",
+            )
+        inner = branch.get("config")
+        inner = inner.get("layers") if isinstance(inner, dict) else inner
+        branch_arch = _sequential(path, inner, generation, _pair)
+        ((_, shape, dtype),) = branch_arch.inputs
+        input_name = f"{name}_input_{index}"
+        inputs.append((input_name, shape, dtype))
+        for node in branch_arch.nodes:
+            node.inbound = [input_name if i == "input" else i for i in node.inbound]
+        nodes += branch_arch.nodes
+        ends += branch_arch.outputs
+    settings = {k: v for k, v in settings.items() if k != "layers"}
+    nodes.append(Node(name, "Merge", settings, ends))
+    return inputs, nodes
+
+
+def _nested_functional(path, name, config, generation, previous):
+    """A functional model used as a layer: its nodes, its one input taken
+    from ``previous``; returns them and its one output."""
+    inner = _functional(path, config, generation)
+    if len(inner.inputs) != 1 or len(inner.outputs) != 1:
         raise _fail(
             path,
-            "the first layer declares no input shape (input_shape, "
-            "batch_input_shape or input_dim).",
-            layer=nodes[0].name,
-            field="input_shape",
+            f"Layer '{name}': a nested model with {len(inner.inputs)} inputs and "
+            f"{len(inner.outputs)} outputs (one of each is rebuilt).",
+            layer=name,
+            field="config",
         )
-    dtype = "int32" if nodes[0].class_name == "Embedding" else "float32"
-    return Architecture(
-        path,
-        "sequential",
-        generation,
-        None,
-        None,
-        [("input", shape, dtype)],
-        nodes,
-        [previous],
-    )
+    ((input_name, _, _),) = inner.inputs
+    for node in inner.nodes:
+        node.inbound = [previous if i == input_name else i for i in node.inbound]
+    output = inner.outputs[0]
+    return inner.nodes, previous if output == input_name else output
+
+
+def _short_repr(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _inbound(path, name, inbound_nodes):

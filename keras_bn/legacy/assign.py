@@ -47,7 +47,13 @@ def _file_layers(weights, targets):
     flat list is cut by the targets' weight counts; its BatchNormalizations
     hold 4 arrays from Keras 0.3.0 on, 2 (gamma, beta) before."""
     if weights.format != "keras0_graph":
-        return [layer for layer in weights.layers if layer.arrays]
+        leaves = {target.name for target in targets}
+        return [
+            piece
+            for layer in weights.layers
+            if layer.arrays
+            for piece in _split_nested(layer, leaves)
+        ]
     (graph,) = weights.layers
     for batch_norm_count in (4, 2):
         counts = [
@@ -72,6 +78,28 @@ def _file_layers(weights, targets):
         pieces.append(LegacyLayer(label, names, graph.arrays[start : start + count]))
         start += count
     return pieces
+
+
+def _split_nested(layer, leaves):
+    """A Keras 2 file's group for a nested model holds its layers' arrays,
+    named ``<layer>/<weight>`` (or ``<model>/<layer>/<weight>``): one
+    `LegacyLayer` per model layer named in them (``leaves``). A group that
+    is itself one of the model's layers, or whose names do not all tell
+    one, is kept whole."""
+    if layer.name in leaves:
+        return [layer]
+    pieces = {}
+    for name, array in zip(layer.weight_names, layer.arrays):
+        owner = next((part for part in name.split("/")[:-1] if part in leaves), None)
+        if owner is None:
+            return [layer]
+        names, arrays = pieces.setdefault(owner, ([], []))
+        names.append(name)
+        arrays.append(array)
+    return [
+        LegacyLayer(owner, tuple(names), tuple(arrays))
+        for owner, (names, arrays) in pieces.items()
+    ]
 
 
 # -- loading -------------------------------------------------------------------

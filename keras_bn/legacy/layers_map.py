@@ -599,13 +599,33 @@ def _recurrent(a, plan, context):
         kwargs["recurrent_activation"] = _activation(a, key, default="hard_sigmoid")
     if name == "GRU":
         kwargs["reset_after"] = bool(a.get("reset_after", default=False))
+    _refuse_state(a)
+    plan.kwargs = kwargs
+
+
+@_translates("CuDNNGRU", "CuDNNLSTM")
+def _cudnn_recurrent(a, plan, context):
+    # What Keras 2.2 itself loaded them into: sigmoid gates, tanh, and for
+    # the GRU reset_after (cuDNN's two biases).
+    name = context.class_name.replace("CuDNN", "")
+    plan.cls = getattr(keras.layers, name)
+    plan.kwargs = dict(
+        units=a.get("units"), activation="tanh", recurrent_activation="sigmoid",
+        return_sequences=bool(a.get("return_sequences", default=False)),
+        go_backwards=bool(a.get("go_backwards", default=False)),
+    )  # fmt: skip
+    if name == "GRU":
+        plan.kwargs["reset_after"] = True
+    _refuse_state(a)
+
+
+def _refuse_state(a):
     if a.get("stateful", default=False):
         a.refuse("stateful", "stateful=True (state kept across batches)")
     if a.get("return_state", default=False):
         a.refuse("return_state", "return_state=True (several outputs)")
     if a.get("time_major", default=False):
         a.refuse("time_major", "time_major=True")
-    plan.kwargs = kwargs
 
 
 def _inner(a, plan, context):

@@ -8,7 +8,8 @@ columns hold the gates side by side: an LSTM's i, f, c, o, a GRU's z, r,
 h (with ``reset_after=False``, as Keras 1 computed). The gate is read from
 each array's name, so the order in the file does not matter. A
 Bidirectional layer's arrays are its forward layer's, then its backward
-layer's, each converted likewise. Anything else is returned as it is.
+layer's, each converted likewise. CuDNNGRU and CuDNNLSTM arrays are
+converted as Keras 2.2 itself did. Anything else is returned as it is.
 """
 
 import re
@@ -53,6 +54,34 @@ def convert(source_names, arrays, target):
             return arrays
         return [*forward, *backward]
     gates = _GATES.get(type(target).__name__)
-    if gates is None or len(arrays) != 3 * len(gates):
+    if gates is None:
+        return arrays
+    if len(arrays) == 3 and _is_cudnn(arrays, len(gates)):
+        return _from_cudnn(arrays, len(gates), type(target).__name__)
+    if len(arrays) != 3 * len(gates):
         return arrays
     return _per_gate(source_names, arrays, gates) or arrays
+
+
+def _is_cudnn(arrays, gates):
+    """CuDNNGRU/CuDNNLSTM (Keras 2.1.3 to 2.3) kept two biases (input and
+    recurrent), side by side in one array."""
+    shape = np.shape(arrays[1])
+    return len(shape) == 2 and np.shape(arrays[2]) == (2 * shape[0] * gates,)
+
+
+def _from_cudnn(arrays, gates, kind):
+    """Keras 2.2's own conversion (``_convert_rnn_weights``): cuDNN's input
+    kernel holds each gate's matrix in Fortran order and its recurrent
+    kernel each gate's transposed; an LSTM adds the two biases, a GRU
+    (``reset_after=True``) keeps them as two rows."""
+    kernel, recurrent_kernel, bias = (np.asarray(array) for array in arrays)
+    kernel = np.hstack(
+        [k.T.reshape(k.shape, order="F") for k in np.hsplit(kernel, gates)]
+    )
+    recurrent_kernel = np.hstack([k.T for k in np.hsplit(recurrent_kernel, gates)])
+    if kind == "LSTM":
+        bias = np.sum(np.split(bias, 2, axis=0), axis=0)
+    else:
+        bias = bias.reshape((2, -1))
+    return [kernel, recurrent_kernel, bias]

@@ -343,6 +343,120 @@ def bidirectional(L, k, cf):
     return [5, 4], [L.Bidirectional(L.LSTM(3), merge_mode="concat")]
 
 
+def suffixed_names(L, k, cf):
+    """Keras 1 on TensorFlow: a layer name that an earlier model of the
+    session used gets its variables suffixed (named_W_1:0, norm_gamma_1:0).
+    Also written as json.dump(model.to_json()) (<name>.double.json)."""
+    if k != 1:
+        raise Unavailable("Keras 1.x's own variable names")
+    from keras.models import Sequential
+
+    earlier = Sequential()
+    earlier.add(L.Dense(5, name="named", input_shape=(6,)))
+    earlier.add(L.BatchNormalization(name="norm"))
+    return [6], [L.Dense(5, name="named"), L.BatchNormalization(name="norm")]
+
+
+def _sequential(L, layers):
+    import importlib
+
+    model = importlib.import_module(L.__name__.rsplit(".", 1)[0] + ".models")
+    built = model.Sequential()
+    for layer in layers:
+        built.add(layer)
+    return built
+
+
+def nested_sequential(L, k, cf):
+    """A Sequential used as a layer of a Sequential."""
+    inner = _sequential(L, [L.Dense(5, input_shape=(6,)), L.BatchNormalization()])
+    return ("model", _sequential(L, [L.BatchNormalization(input_shape=(6,)),
+                                     inner, L.Dense(3)]))  # fmt: skip
+
+
+def nested_model(L, k, cf):
+    """A functional Model used as a layer of a Sequential."""
+    import importlib
+
+    models = importlib.import_module(L.__name__.rsplit(".", 1)[0] + ".models")
+    x = L.Input(shape=(6,))
+    y = L.BatchNormalization()(L.Dense(5)(x))
+    if k == 1:
+        inner = models.Model(input=x, output=y)
+    else:
+        inner = models.Model(inputs=x, outputs=y)
+    return ("model", _sequential(L, [L.BatchNormalization(input_shape=(6,)),
+                                     inner, L.Dense(3)]))  # fmt: skip
+
+
+def _merge_of_sequentials(mode):
+    def builder(L, k, cf):
+        if k != 1:
+            raise Unavailable("the Merge layer of models is Keras 1's")
+        left = _sequential(
+            L, [L.BatchNormalization(input_shape=(6,)), L.Dense(4)]
+        )
+        right = _sequential(L, [L.Dense(4, input_shape=(6,))])
+        return ("model", _sequential(L, [L.Merge([left, right], mode=mode),
+                                         L.Dense(3)]))  # fmt: skip
+
+    builder.__name__ = "merge_models_" + mode
+    builder.__doc__ = "Keras 1's Merge of two Sequentials, mode=%r." % mode
+    return builder
+
+
+def _functional_merge(mode):
+    def builder(L, k, cf):
+        import importlib
+
+        models = importlib.import_module(L.__name__.rsplit(".", 1)[0] + ".models")
+        x = L.Input(shape=(6,))
+        a = L.Dense(4)(L.BatchNormalization()(x))
+        b = L.Dense(4)(x)
+        if k == 1:
+            merged = L.merge([a, b], mode=mode)
+        else:
+            classes = {"concat": "Concatenate", "sum": "Add", "mul": "Multiply",
+                       "ave": "Average", "max": "Maximum"}  # fmt: skip
+            merged = getattr(L, classes[mode])()([a, b])
+        y = L.Dense(3)(merged)
+        if k == 1:
+            return ("model", models.Model(input=x, output=y))
+        return ("model", models.Model(inputs=x, outputs=y))
+
+    builder.__name__ = "merge_" + mode
+    builder.__doc__ = "A functional model's merge of two branches, %r." % mode
+    return builder
+
+
+MERGES = [_merge_of_sequentials(m) for m in ("concat", "sum", "mul", "ave", "max")]
+MERGES += [_functional_merge(m) for m in ("concat", "sum", "mul", "ave", "max")]
+
+
+def _cudnn(kind):
+    """CuDNNGRU/CuDNNLSTM (Keras 2.1.3 to 2.3, TensorFlow): their weights are
+    saved on a CPU (random values: they run on a GPU only), and the release
+    itself converts them into the twin it can run (GRU(reset_after=True,
+    recurrent_activation="sigmoid") or LSTM(recurrent_activation="sigmoid"))
+    in load_weights: the predictions are that twin's."""
+
+    def builder(L, k, cf):
+        if not hasattr(L, "CuDNN" + kind):
+            raise Unavailable("no CuDNN%s in this release" % kind)
+        return [5, 4], [getattr(L, "CuDNN" + kind)(3, return_sequences=True)]
+
+    def twin(L):
+        options = {"recurrent_activation": "sigmoid"}
+        if kind == "GRU":
+            options["reset_after"] = True
+        return [getattr(L, kind)(3, return_sequences=True, **options)]
+
+    builder.__name__ = "cudnn_" + kind.lower()
+    builder.__doc__ = _cudnn.__doc__
+    builder.twin = twin
+    return builder
+
+
 FAMILIES = [
     conv2d_rect, atrous2d, conv3d, separable2d, separable1d, depthwise2d,
     deconv2d, deconv3d, upsampling, upsampling2d, upsampling3d, cropping,
@@ -352,8 +466,9 @@ FAMILIES = [
     thresholdedrelu, relu_layer, softmax_layer, hard_sigmoid, shapes,
     time_distributed, noise, spatial_dropout, spatial_dropout2d,
     spatial_dropout3d, embedding, masking_lstm, simple_rnn, gru, lstm,
-    gru_gpu, lstm_gpu, gru_reset_after, bidirectional,
-]  # fmt: skip
+    gru_gpu, lstm_gpu, gru_reset_after, bidirectional, suffixed_names,
+    nested_sequential, nested_model, _cudnn("GRU"), _cudnn("LSTM"),
+] + MERGES  # fmt: skip
 
 
 # ---------------------------------------------------------------------------
@@ -362,6 +477,10 @@ FAMILIES = [
 def build(keras, k, cf, builder):
     L = keras.layers
     shape, layers = builder(L, k, cf)
+    if shape == "model":  # built whole; its inputs all have one shape
+        shapes = layers.input_shape
+        shapes = shapes if isinstance(shapes, list) else [shapes]
+        return layers, list(shapes[0][1:])
     model = generate.models_module(keras).Sequential()
     if shape == "ids":
         model.add(layers[0])
@@ -379,6 +498,50 @@ def build(keras, k, cf, builder):
     for layer in layers:
         model.add(layer)
     return model, shape
+
+
+def write_cudnn(keras, builder, out_dir, name, x, rng):
+    """A CuDNN layer cannot even be called on a tensor where TensorFlow has
+    no GPU kernels: its weights are made by build() (random values), written
+    by the release's own save_weights_to_hdf5_group, its JSON by to_json()
+    of a model in a graph that is never run; the predictions are those of
+    the twin the release's load_weights converts them into."""
+    import h5py
+    import numpy as np
+    import tensorflow as tf
+
+    L = keras.layers
+    saving = __import__("keras.engine.saving", fromlist=["saving"])
+    shape = tuple(x.shape[1:])
+    (layer,) = builder(L, 2, False)[1]
+    config = dict(layer.get_config(), name="recurrent")
+    with tf.Graph().as_default():
+        model = generate.models_module(keras).Sequential()
+        model.add(L.BatchNormalization(input_shape=shape, name="bn"))
+        model.add(type(layer).from_config(config))
+        text = model.to_json()
+    bn = L.BatchNormalization(name="bn")
+    bn.build((None,) + shape)
+    recurrent = type(layer).from_config(config)
+    recurrent.build((None,) + shape)
+    for built in (bn, recurrent):
+        values = [np.abs(rng.randn(*w.shape)) * 0.5 for w in built.get_weights()]
+        built.set_weights([v.astype("float32") for v in values])
+    files = {"weights": name + ".weights.h5", "json": name + ".json"}
+    path = os.path.join(out_dir, files["weights"])
+    with h5py.File(path, "w") as f:
+        saving.save_weights_to_hdf5_group(f, [bn, recurrent])
+    with open(os.path.join(out_dir, files["json"]), "w") as f:
+        f.write(text)
+    twin = generate.models_module(keras).Sequential()
+    twin.add(L.BatchNormalization(input_shape=shape, name="bn"))
+    for twin_layer in builder.twin(L):
+        twin.add(twin_layer)
+    twin.load_weights(path)
+    y = np.asarray(twin.predict(x, batch_size=N_TEST), dtype="float32")
+    np.savez(os.path.join(out_dir, name + ".npz"), x=x, y=y)
+    files["npz"] = name + ".npz"
+    return files
 
 
 def first_line(error):
@@ -426,6 +589,18 @@ def main():
         print("==", args.release, args.backend, name)
         sys.stdout.flush()
         try:
+            if hasattr(builder, "twin"):
+                builder(keras.layers, family, cf)  # Unavailable?
+                x = (rng.randn(N_TEST, 5, 4) * 3 + 2).astype("float32")
+                files = write_cudnn(keras, builder, out_dir, name, x, rng)
+                manifest["models"].append({
+                    "name": name, "inputs": 1, "description": builder.__doc__,
+                    "classes": ["BatchNormalization", "CuDNN" + name[6:].upper()],
+                    "files": files,
+                    "stored": generate.describe_weights_file(
+                        os.path.join(out_dir, files["weights"])),
+                })  # fmt: skip
+                continue
             model, shape = build(keras, family, cf, builder)
             model.compile(optimizer="sgd", loss="mse")
         except Unavailable as why:
@@ -443,20 +618,32 @@ def main():
         if name == "masking_lstm":
             x[:, -2:] = 0.0  # masked steps
         y_train = rng.randn(N_TRAIN, *output_shape(model)).astype("float32")
+        inputs = len(model.inputs) if hasattr(model, "inputs") else 1
+
+        if inputs > 1:  # the same shape each, stacked on a first axis
+            x = np.stack([x] + [x * 0.5 - 1] * (inputs - 1))
         try:
             for step in range(STEPS):
                 i = (step * BATCH) % N_TRAIN
-                model.train_on_batch(x_train[i : i + BATCH], y_train[i : i + BATCH])
-            y = np.asarray(model.predict(x, batch_size=N_TEST), dtype="float32")
+                batch = x_train[i : i + BATCH]
+                batch = [batch] * inputs if inputs > 1 else batch
+                model.train_on_batch(batch, y_train[i : i + BATCH])
+            xs = list(x) if inputs > 1 else x
+            y = np.asarray(model.predict(xs, batch_size=N_TEST), dtype="float32")
         except Exception as error:
             traceback.print_exc()
             manifest["unavailable"][name] = first_line(error)
             continue
         assert np.all(np.isfinite(y)), name
         files = generate.save_model_files(model, out_dir, name, family, x, y)
+        if name == "suffixed_names":
+            with open(os.path.join(out_dir, name + ".double.json"), "w") as f:
+                json.dump(model.to_json(), f)  # a common tutorial idiom
+            files["double_json"] = name + ".double.json"
         manifest["models"].append(
             {
                 "name": name,
+                "inputs": inputs,
                 "description": (builder.__doc__ or "").strip() or None,
                 "classes": [type(layer).__name__ for layer in model.layers],
                 "files": files,
