@@ -11,12 +11,14 @@ inputs come before it, and outputs.
 """
 
 import dataclasses
+import heapq
 import json
 import re
 import warnings
 from pathlib import Path
 
 from keras_bn.legacy.errors import LegacyFileError
+from keras_bn.legacy.errors import short_repr as _short_repr
 
 __all__ = ["Architecture", "Node", "parse", "read_architecture"]
 
@@ -46,6 +48,7 @@ class Architecture:
     inputs: list
     nodes: list
     outputs: list
+    depth: int = 0
 
 
 def _fail(path, message, layer=None, field=None):
@@ -108,10 +111,51 @@ def parse(config, path, keras_version=None, backend=None):
     else:
         raise _fail(
             path,
-            f"model class {class_name!r}: expected Sequential, Model or Functional.",
+            f"model class {_short_repr(class_name)}: expected Sequential, Model "
+            "or Functional.",
             field="class_name",
         )
     arch.keras_version, arch.backend = keras_version, backend
+    return _checked(arch)
+
+
+# What is rebuilt at most (docs/legacy_models.md): Keras builds a model by
+# recursion over its depth.
+MOST_LAYERS = 20000
+DEEPEST_CHAIN = 2000
+
+
+def _checked(arch):
+    """Names unique, and no more layers or depth than `MOST_LAYERS` and
+    `DEEPEST_CHAIN`."""
+    seen = set()
+    for name in [name for name, _, _ in arch.inputs] + [n.name for n in arch.nodes]:
+        if name in seen:
+            raise _fail(
+                arch.path,
+                f"two layers are named {_short_repr(name)}: layer names must be "
+                "unique.",
+                layer=name,
+                field="name",
+            )
+        seen.add(name)
+    if len(arch.nodes) > MOST_LAYERS:
+        raise _fail(
+            arch.path,
+            f"{len(arch.nodes)} layers: at most {MOST_LAYERS} are rebuilt.",
+            field="layers",
+        )
+    depth = {name: 0 for name, _, _ in arch.inputs}
+    for node in arch.nodes:  # in an order where inputs come first
+        depth[node.name] = 1 + max((depth.get(i, 0) for i in node.inbound), default=0)
+    deepest = max(depth.values(), default=0)
+    if deepest > DEEPEST_CHAIN:
+        raise _fail(
+            arch.path,
+            f"a chain of {deepest} layers: at most {DEEPEST_CHAIN} deep are rebuilt.",
+            field="layers",
+        )
+    arch.depth = deepest
     return arch
 
 
@@ -125,9 +169,9 @@ def _generation(keras_version, body):
     layers = body.get("layers", []) if isinstance(body, dict) else body or []
     names = {
         k
-        for layer in layers
-        if isinstance(layer, dict)
-        for k in layer.get("config", {})
+        for layer in (layers if isinstance(layers, list) else [])
+        if isinstance(layer, dict) and isinstance(layer.get("config"), dict)
+        for k in layer["config"]
     }
     return (
         2 if names & {"units", "filters", "kernel_size", "data_format", "rate"} else 1
@@ -138,11 +182,20 @@ def _pair(path, layer, index):
     if not isinstance(layer, dict) or not isinstance(layer.get("config"), dict):
         raise _fail(
             path,
-            f"layer {index}: expected {{'class_name', 'config'}}, got {layer!r:.80}.",
+            f"layer {index}: expected {{'class_name', 'config'}}, got "
+            f"{_short_repr(layer)}.",
         )
     config = dict(layer["config"])
     name = config.get("name") or layer.get("name") or f"layer_{index}"
-    return str(layer.get("class_name")), str(name), config
+    class_name = layer.get("class_name")
+    if not isinstance(name, str) or not isinstance(class_name, str):
+        raise _fail(
+            path,
+            f"layer {index}: its class_name and name must be text, got "
+            f"{_short_repr(class_name)} and {_short_repr(name)}.",
+            field="name",
+        )
+    return class_name, name, config
 
 
 def _flat(path, layer, index):
@@ -150,29 +203,80 @@ def _flat(path, layer, index):
         raise _fail(
             path,
             f"layer {index}: expected a Keras 0.x layer dict with its class in "
-            f"'name', got {layer!r:.80}.",
+            f"'name', got {_short_repr(layer)}.",
         )
     config = {k: v for k, v in layer.items() if k != "name"}
-    name = config.get("custom_name") or f"{layer['name'].lower()}_{index}"
+    custom = config.get("custom_name")
+    name = custom if isinstance(custom, str) else f"{layer['name'].lower()}_{index}"
     return layer["name"], f"{name}_{index}" if "custom_name" in config else name, config
 
 
-def _input_shape(config):
-    """The sample shape a first layer declares, or None."""
+# The largest input dimension read: a declared shape never allocates by
+# itself, but nothing legitimate comes near it.
+_LARGEST_DIMENSION = 2**31 - 1
+
+
+def _input_shape(config, path=None, layer=None):
+    """The sample shape a first layer declares, or None; every dimension a
+    positive integer or None (refused otherwise)."""
+    shape, field = None, None
     for key in ("batch_input_shape", "batch_shape"):
         if config.get(key) is not None:
-            return tuple(config[key])[1:]
-    if config.get("input_shape") is not None:
-        return tuple(config["input_shape"])
-    dim, length = config.get("input_dim"), config.get("input_length")
-    if dim is None:
-        return None
-    if "filter_length" in config:  # Convolution1D: steps, channels
-        return (length, dim)
-    if "input_length" in config and "output_dim" in config:
-        # Embedding: input_dim is the vocabulary, the sample input_length ids.
-        return (length,)
-    return (dim,)
+            shape, field = config[key], key
+            if isinstance(shape, (list, tuple)):
+                shape = tuple(shape)[1:]
+            break
+    else:
+        if config.get("input_shape") is not None:
+            shape, field = config["input_shape"], "input_shape"
+        else:
+            dim, length = config.get("input_dim"), config.get("input_length")
+            if dim is None:
+                return None
+            field = "input_dim"
+            if "filter_length" in config:  # Convolution1D: steps, channels
+                shape = (length, dim)
+            elif "input_length" in config and "output_dim" in config:
+                # Embedding: input_dim is the vocabulary, the sample
+                # input_length ids.
+                shape = (length,)
+            else:
+                shape = (dim,)
+    if not isinstance(shape, (list, tuple)) or not all(
+        d is None
+        or (
+            isinstance(d, int)
+            and not isinstance(d, bool)
+            and 0 < d <= _LARGEST_DIMENSION
+        )
+        for d in shape
+    ):
+        raise _fail(
+            path,
+            f"{field}: expected a list of positive integers (or null), got "
+            f"{_short_repr(config[field] if field in config else shape)}.",
+            layer=layer,
+            field=field,
+        )
+    return tuple(shape)
+
+
+_DTYPES = {"float16", "float32", "float64", "bfloat16", "int8", "int16",
+           "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"}  # fmt: skip
+
+
+def _dtype(path, layer, value):
+    """An input's dtype: one of `_DTYPES` (Keras 0.x wrote "int")."""
+    if isinstance(value, str):
+        value = {"int": "int32", "float": "float32"}.get(value, value)
+        if value in _DTYPES:
+            return value
+    raise _fail(
+        path,
+        f"input_dtype: expected one of {sorted(_DTYPES)}, got {_short_repr(value)}.",
+        layer=layer,
+        field="input_dtype",
+    )
 
 
 def _sequential(path, layers, generation, read):
@@ -185,8 +289,8 @@ def _sequential(path, layers, generation, read):
     else:
         nodes, previous = _chain(path, layers, generation, read, "input")
     if not inputs:
-        first = read(path, layers[0], 0)[2]
-        shape = _input_shape(first)
+        _, first_name, first = read(path, layers[0], 0)
+        shape = _input_shape(first, path, first_name)
         if shape is None:
             raise _fail(
                 path,
@@ -304,15 +408,18 @@ def _nested_functional(path, name, config, generation, previous):
     return inner.nodes, previous if output == input_name else output
 
 
-def _short_repr(value):
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _inbound(path, name, inbound_nodes):
     if not inbound_nodes:
         return []
-    if not isinstance(inbound_nodes, list) or len(inbound_nodes) != 1:
+    if not isinstance(inbound_nodes, list) or not isinstance(inbound_nodes[0], list):
+        raise _fail(
+            path,
+            f"Layer '{name}': inbound_nodes {_short_repr(inbound_nodes)} (expected "
+            "[[[layer, 0, 0], ...]]).",
+            layer=name,
+            field="inbound_nodes",
+        )
+    if len(inbound_nodes) != 1:
         raise _fail(
             path,
             f"Layer '{name}': called {len(inbound_nodes)} times (a shared "
@@ -325,31 +432,34 @@ def _inbound(path, name, inbound_nodes):
         if (
             not isinstance(item, (list, tuple))
             or len(item) < 3
-            or item[1:3] != type(item)([0, 0])
-            and list(item[1:3]) != [0, 0]
+            or not isinstance(item[0], str)
+            or list(item[1:3]) != [0, 0]
         ):
             raise _fail(
                 path,
-                f"Layer '{name}': inbound {item!r:.80} (expected [layer, 0, 0]: "
+                f"Layer '{name}': inbound {_short_repr(item)} (expected [layer, 0, 0]: "
                 "one node, one tensor).",
                 layer=name,
                 field="inbound_nodes",
             )
-        out.append(str(item[0]))
+        out.append(item[0])
     return out
 
 
 def _functional(path, body, generation):
     if not isinstance(body, dict) or not isinstance(body.get("layers"), list):
         raise _fail(path, "a functional model config without 'layers'.", field="layers")
+    if not body["layers"]:
+        raise _fail(path, "a functional model without layers.", field="layers")
     inputs, nodes = [], []
     for index, layer in enumerate(body["layers"]):
         class_name, name, config = _pair(path, layer, index)
-        name = str(layer.get("name", name))
+        if isinstance(layer.get("name"), str):
+            name = layer["name"]
         if class_name == "InputLayer":
-            shape = _input_shape(config)
+            shape = _input_shape(config, path, name)
             dtype = config.get("input_dtype") or config.get("dtype") or "float32"
-            inputs.append((name, shape, dtype))
+            inputs.append((name, shape, _dtype(path, name, dtype)))
             continue
         nodes.append(
             Node(
@@ -359,8 +469,9 @@ def _functional(path, body, generation):
                 _inbound(path, name, layer.get("inbound_nodes")),
             )
         )
-    ends = [str(item[0]) for item in body.get("output_layers", [])]
-    order = [str(item[0]) for item in body.get("input_layers", [])]
+    known = {name for name, _, _ in inputs} | {node.name for node in nodes}
+    ends = _endpoints(path, body, "output_layers", known)
+    order = _endpoints(path, body, "input_layers", known)
     inputs.sort(key=lambda entry: order.index(entry[0]) if entry[0] in order else 0)
     return Architecture(
         path,
@@ -374,57 +485,124 @@ def _functional(path, body, generation):
     )
 
 
+def _endpoints(path, body, key, known):
+    """The layer names of ``input_layers`` or ``output_layers``
+    (``[[name, node, tensor], ...]``), each one of ``known``."""
+    value = body.get(key, [])
+    if isinstance(value, list) and value and isinstance(value[0], str):
+        value = [value]  # tf.keras wrote a single one as [name, 0, 0]
+    if not isinstance(value, list) or not all(
+        isinstance(item, (list, tuple)) and item and isinstance(item[0], str)
+        for item in value
+    ):
+        raise _fail(
+            path,
+            f"{key}: expected a list of [layer name, 0, 0], got {_short_repr(value)}.",
+            field=key,
+        )
+    names = [item[0] for item in value]
+    missing = [name for name in names if name not in known]
+    if missing or (key == "output_layers" and not names):
+        raise _fail(
+            path,
+            f"{key}: {_short_repr(missing or names)} name no layer of the model.",
+            field=key,
+        )
+    return names
+
+
 def _ordered(path, nodes, inputs):
-    """``nodes`` so that every node comes after its inputs."""
-    known = {name for name, _, _ in inputs}
-    out, pending = [], list(nodes)
-    while pending:
-        ready = [n for n in pending if all(i in known for i in n.inbound)]
-        if not ready:
-            missing = sorted(
-                {
-                    i
-                    for n in pending
-                    for i in n.inbound
-                    if i not in known and i not in {p.name for p in pending}
-                }
-            )
-            raise _fail(
-                path,
-                f"nodes {[n.name for n in pending]} take inputs that are never "
-                f"produced {missing} (or a cycle).",
-                field="inbound_nodes",
-            )
-        out += ready
-        known |= {n.name for n in ready}
-        pending = [n for n in pending if n not in ready]
+    """``nodes`` so that every node comes after its inputs (in linear time:
+    an architecture may hold thousands)."""
+    produced = {name for name, _, _ in inputs} | {node.name for node in nodes}
+    missing = sorted({i for node in nodes for i in node.inbound} - produced)
+    if missing:
+        raise _fail(
+            path,
+            f"layers take inputs that no layer produces: {_short_repr(missing)}.",
+            field="inbound_nodes",
+        )
+    # Kahn's algorithm, the file's order kept among the layers that are
+    # ready (a heap of positions).
+    waiting = [len(set(node.inbound)) for node in nodes]
+    takers = {}
+    for index, node in enumerate(nodes):
+        for name in set(node.inbound):
+            takers.setdefault(name, []).append(index)
+    heap = [index for index, count in enumerate(waiting) if count == 0]
+    heapq.heapify(heap)
+    for name, _, _ in inputs:
+        for index in takers.get(name, []):
+            waiting[index] -= 1
+            if waiting[index] == 0:
+                heapq.heappush(heap, index)
+    out, seen = [], set()
+    while heap:
+        index = heapq.heappop(heap)
+        out.append(nodes[index])
+        seen.add(id(nodes[index]))
+        for taker in takers.get(nodes[index].name, []):
+            waiting[taker] -= 1
+            if waiting[taker] == 0:
+                heapq.heappush(heap, taker)
+    if len(out) != len(nodes):
+        stuck = [node.name for node in nodes if id(node) not in seen]
+        raise _fail(
+            path,
+            f"layers {_short_repr(stuck)} take their own outputs (a cycle).",
+            field="inbound_nodes",
+        )
     return out
 
 
 def _parse_keras0(config, path):
     kind = config.get("name")
     if kind == "Sequential":
-        return _sequential(path, config.get("layers"), 0, _flat)
+        return _checked(_sequential(path, config.get("layers"), 0, _flat))
     if kind == "Graph":
-        return _graph(path, config)
+        return _checked(_graph(path, config))
     raise _fail(
         path,
-        f"a Keras 0.x model named {kind!r}: expected Sequential or Graph.",
+        f"a Keras 0.x model named {_short_repr(kind)}: expected Sequential or Graph.",
         field="name",
     )
 
 
+def _entries(path, entries, field):
+    """A Keras 0.x Graph's list of ``{"name": ..., ...}`` entries."""
+    if not isinstance(entries, list) or not all(
+        isinstance(entry, dict) and isinstance(entry.get("name"), str)
+        for entry in entries
+    ):
+        raise _fail(
+            path,
+            f"{field}: expected a list of entries with a text 'name', got "
+            f"{_short_repr(entries)}.",
+            field=field,
+        )
+    return entries
+
+
 def _graph_inputs(path, where, entry):
     if entry.get("inputs"):
-        return [str(i) for i in entry["inputs"]]
-    if entry.get("input") is None:
+        inputs = entry["inputs"]
+        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+            raise _fail(
+                path,
+                f"Graph {where} '{entry['name']}': inputs {_short_repr(inputs)} "
+                "(expected a list of names).",
+                layer=entry["name"],
+                field="inputs",
+            )
+        return inputs
+    if not isinstance(entry.get("input"), str):
         raise _fail(
             path,
             f"Graph {where} '{entry.get('name')}' has no input.",
             layer=entry.get("name"),
             field="input",
         )
-    return [str(entry["input"])]
+    return [entry["input"]]
 
 
 def _graph_merge(name, entry, inputs):
@@ -450,15 +628,14 @@ def _graph(path, config):
             field="node_config",
         )
     inputs = []
-    for entry in config.get("input_config") or []:
-        shape = entry.get("input_shape")
+    for entry in _entries(path, config.get("input_config") or [], "input_config"):
+        name = entry["name"]
+        shape = _input_shape(entry, path, name)
         dtype = "int32" if entry.get("dtype") == "int" else "float32"
-        inputs.append(
-            (str(entry["name"]), tuple(shape) if shape is not None else None, dtype)
-        )
+        inputs.append((name, shape, dtype))
     nodes = []
-    for entry in config["node_config"]:
-        name = str(entry["name"])
+    for entry in _entries(path, config["node_config"], "node_config"):
+        name = entry["name"]
         sources = _graph_inputs(path, "node", entry)
         if len(sources) > 1:
             nodes.append(_graph_merge(name, entry, sources))
@@ -474,7 +651,7 @@ def _graph(path, config):
         settings = {k: v for k, v in layer.items() if k != "name"}
         nodes.append(Node(name, layer["name"], settings, sources))
     outputs = []
-    for entry in config.get("output_config") or []:
+    for entry in _entries(path, config.get("output_config") or [], "output_config"):
         sources = _graph_inputs(path, "output", entry)
         if len(sources) > 1:
             nodes.append(_graph_merge(str(entry["name"]), entry, sources))

@@ -19,7 +19,7 @@ from keras_bn.legacy import kernels, layers, releases
 from keras_bn.legacy.errors import LegacyFileError
 from keras_bn.legacy.reading import LegacyLayer, read_weights
 
-__all__ = ["load_weights"]
+__all__ = ["load_read_weights", "load_weights"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,10 +320,20 @@ def load_weights(
             (the message names the argument to pass).
         TypeError: ``model`` is not a Keras layer or model.
     """
+    load_read_weights(
+        model, read_weights(path), running_std=running_std, epsilon=epsilon,
+        keras_version=keras_version, backend=backend, dim_ordering=dim_ordering,
+    )  # fmt: skip
+
+
+def load_read_weights(model, weights, *, running_std="auto", epsilon=None,
+                      keras_version=None, backend=None, dim_ordering=None):  # fmt: skip
+    """`load_weights` of a `LegacyWeights` already read (`load_model` gives
+    it the layer configs of the architecture it built the model from: one
+    source of truth)."""
     options = _Options(running_std, epsilon, keras_version, backend, dim_ordering)
-    _check_options(path, options)
-    _check_model(path, model)
-    weights = read_weights(path)
+    _check_options(weights.path, options)
+    _check_model(weights.path, model)
     plan, assumed, without_statistics = _plan(weights, model, options)
     _assign(model, plan, weights.path)
     _warn(weights, plan, assumed, without_statistics)

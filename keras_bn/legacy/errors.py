@@ -1,6 +1,8 @@
 """The one exception of `keras_bn.legacy` and ``keras-bn inspect``."""
 
-__all__ = ["LegacyFileError"]
+import reprlib
+
+__all__ = ["LegacyFileError", "short_repr"]
 
 
 class LegacyFileError(ValueError):
@@ -26,3 +28,17 @@ class LegacyFileError(ValueError):
 
 class LegacyFileNotFoundError(LegacyFileError, FileNotFoundError):
     """No file at the path given."""
+
+
+# Bounded at every level: an aliased YAML structure can be huge if walked
+# whole.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 6, 6, 6
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 60, 60, 40
+
+
+def short_repr(value, limit=80):
+    """``repr(value)``, at most ``limit`` characters: a message never carries
+    a whole structure from an untrusted file."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -11,11 +11,13 @@ class name it reads (`_TRANSLATORS`); a name not registered is refused.
 """
 
 import dataclasses
+import math
 
 import keras
 
 from keras_bn.batch_normalization import BatchNormalization
 from keras_bn.legacy.activations import OLD_MEANINGS
+from keras_bn.legacy.errors import short_repr as _short
 
 __all__ = ["Plan", "translate"]
 
@@ -127,12 +129,6 @@ def _is_empty(value):
     )
 
 
-def _short(value):
-    """A value's repr, bounded: a message never carries a whole structure."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 _TRANSLATORS = {}
 
 
@@ -158,10 +154,14 @@ def _tuple(value, rank):
 
 
 def _activation(a, key="activation", default="linear"):
+    """An activation's name (old files store names only: a serialized
+    object is refused, never deserialized)."""
     name = a.get(key, default=default)
     if isinstance(name, str) and name in OLD_MEANINGS:
         return OLD_MEANINGS[name]
     try:
+        if not isinstance(name, str):
+            raise TypeError
         keras.activations.get(name)
     except (ValueError, TypeError):
         a.refuse(key, f"activation {_short(name)} is unknown to Keras 3")
@@ -218,6 +218,15 @@ def _data_format(a, context, rank):
         value = "channels_last"
     a.plan.channels_first = value == "channels_first"
     return value
+
+
+def _is_finite_number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _use_bias(a):
@@ -515,6 +524,9 @@ def _batch_norm(a, plan, context):
     generation = context.generation
     mode = a.get("mode", default=0)
     epsilon = a.get("epsilon", default=1e-3 if generation >= 2 else 1e-6)
+    if not _is_finite_number(epsilon) or epsilon < 0:
+        a.refuse("epsilon", f"epsilon {_short(epsilon)} (expected a number >= 0)")
+        epsilon = 1e-3
     axis = a.get("axis", default=None if generation == 0 else -1)
     if isinstance(axis, (list, tuple)):
         axis = axis[0] if len(axis) == 1 else axis

@@ -8,16 +8,18 @@ in, told what the architecture says (Keras version, backend, each
 BatchNormalization's epsilon, the convolutions' ``dim_ordering``).
 """
 
+import contextlib
 import dataclasses
 import os
+import sys
 import warnings
 
 import keras
 
 from keras_bn.legacy import releases
 from keras_bn.legacy.architecture import parse, read_architecture
-from keras_bn.legacy.assign import load_weights
-from keras_bn.legacy.errors import LegacyFileError
+from keras_bn.legacy.assign import load_read_weights
+from keras_bn.legacy.errors import LegacyFileError, short_repr
 from keras_bn.legacy.layers_map import Plan, translate
 from keras_bn.legacy.reading import read_weights
 
@@ -39,6 +41,64 @@ class Rebuilt:
     conversions: list
     assumptions: list
     warned: list = dataclasses.field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _only_legacy_errors(path, what):
+    """Any other exception from reading an untrusted file, as a
+    `LegacyFileError` (its message bounded)."""
+    try:
+        yield
+    except LegacyFileError:
+        raise
+    except (RecursionError, OverflowError, ArithmeticError, ValueError, TypeError,
+            KeyError, IndexError, AttributeError) as error:  # fmt: skip
+        message = " ".join(str(error).split())[:300]
+        raise LegacyFileError(
+            f"{what}: {type(error).__name__}: {message}", path=str(path)
+        ) from None
+
+
+# A layer's sizes (units, filters, ...) are bounded by what the weights file
+# holds: a Dense of 10**9 units allocates its kernel before any shape is
+# compared. Other whole numbers (shapes, strides, repeats) by this, or the
+# file's size if larger.
+_WEIGHT_SIZES = ("units", "filters", "output_dim", "input_dim", "depth_multiplier")
+_LARGEST_OTHER = 2**24
+
+
+def _integers(value):
+    if isinstance(value, Plan):
+        for key, inner in value.kwargs.items():
+            for found in _integers(inner):
+                yield (key, found[1]) if found[0] is None else found
+    elif isinstance(value, (list, tuple)):
+        for inner in value:
+            yield from _integers(inner)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        yield None, value
+
+
+def _check_sizes(arch, plans, held):
+    """Every whole number of every layer's arguments, within what the
+    weights file justifies (checked before anything is built)."""
+    elements = sum(int(array.size) for layer in held.layers for array in layer.arrays)
+    problems = []
+    for node in arch.nodes:
+        plan = plans[node.name]
+        if plan.substitute is not None:
+            continue
+        for key, value in _integers(plan):
+            bound = elements if key in _WEIGHT_SIZES else max(elements, _LARGEST_OTHER)
+            if value > bound:
+                problems.append(
+                    (node.name, node.class_name, key,
+                     f"{key}={value} is more than the weights file's "
+                     f"{elements} numbers justify")
+                )  # fmt: skip
+                break
+    if problems:
+        raise _problem_list(arch, problems)
 
 
 def _is_hdf5(path):
@@ -88,8 +148,8 @@ def _problem_list(arch, problems):
     return LegacyFileError(
         f"cannot rebuild {len(problems)} thing(s): {lines}.{hint}",
         path=arch.path,
-        layer=problems[0][0] if len(problems) == 1 else None,
-        field=problems[0][2] if len(problems) == 1 else None,
+        layer=problems[0][0],
+        field=problems[0][2],
     )
 
 
@@ -133,8 +193,10 @@ def _model_ordering(arch, dim_ordering):
     that records one records, else None."""
     if dim_ordering is not None:
         return dim_ordering
-    recorded = {node.config.get("dim_ordering") for node in arch.nodes}
-    recorded = {value for value in recorded if isinstance(value, str)}
+    values = [node.config.get("dim_ordering") for node in arch.nodes]
+    if not all(value is None or isinstance(value, str) for value in values):
+        return None  # refused by the layer's translation
+    recorded = set(values) - {None}
     if arch.generation < 2 and len(recorded) == 1 and recorded <= {"th", "tf"}:
         return recorded.pop()
     return None
@@ -144,7 +206,9 @@ def _plans(arch, target, substitutes, dim_ordering=None):
     plans, problems = {}, []
     for name, shape, _ in arch.inputs:
         if shape is None or any(d is None for d in shape[1:]):
-            problems.append((name, "Input", "input_shape", f"unknown shape {shape!r}"))
+            problems.append(
+                (name, "Input", "input_shape", f"unknown shape {short_repr(shape)}")
+            )
     for node in arch.nodes:
         if node.name in substitutes:
             plans[node.name] = Plan(substitute=substitutes[node.name])
@@ -189,6 +253,17 @@ def _call(node, plan, inputs, transpose):
 
 
 def _build(arch, plans, transpose):
+    # Keras builds (and later calls) a model by recursion over its depth:
+    # room for the deepest chain read (architecture.DEEPEST_CHAIN).
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10 * arch.depth + 1000))
+    try:
+        return _build_graph(arch, plans, transpose)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _build_graph(arch, plans, transpose):
     tensors, inputs = {}, []
     for name, shape, dtype in arch.inputs:
         tensors[name] = keras.Input(tuple(shape), dtype=dtype, name=name)
@@ -221,6 +296,17 @@ def _build(arch, plans, transpose):
     )
 
 
+def _as_built(arch, held, weights_path):
+    """The weights file as read, its layer configs those of the architecture
+    the model was built from (a whole-model file's model_config is read
+    once, by `architecture.parse`: nothing else in the file can change what
+    the weights are converted with)."""
+    if held.path != weights_path:
+        held = read_weights(weights_path)
+    configs = {node.name: (node.class_name, node.config) for node in arch.nodes}
+    return dataclasses.replace(held, layer_configs=configs)
+
+
 def _load_options(arch, held, plans, whole, keras_version, backend, dim_ordering):
     options = {}
     version = keras_version or arch.keras_version
@@ -247,7 +333,7 @@ def _describe(arch, plans, held, options, transpose):
             what = getattr(plan.substitute, "__name__", type(plan.substitute).__name__)
             layers.append(f"{node.name}: {node.class_name} -> substitute {what}")
             continue
-        args = ", ".join(f"{k}={v!r}" for k, v in plan.kwargs.items())
+        args = ", ".join(f"{k}={short_repr(v)}" for k, v in plan.kwargs.items())
         wrap = " between Permutes" if plan.channels_first and transpose else ""
         layers.append(
             f"{node.name}: {node.class_name} -> {plan.cls.__name__}({args}){wrap}"
@@ -294,22 +380,27 @@ def rebuild(path, *, weights=None, batch_normalization="keras_bn",
         raise ValueError(
             f"dim_ordering: expected None, 'th' or 'tf', got {dim_ordering!r}."
         )
-    arch, weights_path, held = _sources(path, weights)
-    ordering = _model_ordering(arch, dim_ordering)
-    plans = _plans(
-        arch, batch_normalization, _check_substitutes(arch, substitutes), ordering
-    )
+    with _only_legacy_errors(path, "cannot read the architecture"):
+        arch, weights_path, held = _sources(path, weights)
+        ordering = _model_ordering(arch, dim_ordering)
+        plans = _plans(
+            arch, batch_normalization, _check_substitutes(arch, substitutes), ordering
+        )
+        _check_sizes(arch, plans, held)
     transpose = channels_first == "transpose" or (
         channels_first == "auto" and keras.backend.backend() == "tensorflow"
     )
-    model = _build(arch, plans, transpose)
+    with _only_legacy_errors(arch.path, "cannot build the model"):
+        model = _build(arch, plans, transpose)
     whole = weights_path == str(path)
     options = _load_options(arch, held, plans, whole, keras_version, backend, ordering)
     substituted = sorted(n for n, p in plans.items() if p.substitute is not None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            load_weights(model, weights_path, **options)
+            with _only_legacy_errors(weights_path, "cannot load the weights"):
+                built = _as_built(arch, held, weights_path)
+                load_read_weights(model, built, **options)
         except LegacyFileError as error:
             if not substituted:
                 raise

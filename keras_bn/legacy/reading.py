@@ -16,6 +16,7 @@ Nothing here knows what a release meant by its arrays (`releases`) or how
 they go into a model (`assign`).
 """
 
+import collections
 import dataclasses
 import json
 import numbers
@@ -26,7 +27,11 @@ import h5py
 import numpy as np
 
 from keras_bn.legacy import releases
-from keras_bn.legacy.errors import LegacyFileError, LegacyFileNotFoundError
+from keras_bn.legacy.errors import (
+    LegacyFileError,
+    LegacyFileNotFoundError,
+    short_repr,
+)
 
 __all__ = ["FORMATS", "LegacyLayer", "LegacyWeights", "read_weights"]
 
@@ -183,9 +188,18 @@ def _read(file, path, file_size):
             "model.load_weights or keras.saving.load_model.",
             path=path,
         )
+    names = _text_list(group.attrs, "layer_names", group.name, path)
+    repeated = sorted(name for name, n in collections.Counter(names).items() if n > 1)
+    if repeated:
+        # Each name would be read again: refused before any array is.
+        raise LegacyFileError(
+            f"layer_names lists {short_repr(repeated)} more than once.",
+            path=path,
+            field="layer_names",
+        )
     layers = tuple(
         _read_named_layer(_group(group, name, path), name, path, file_size)
-        for name in _text_list(group.attrs, "layer_names", group.name, path)
+        for name in names
     )
     keras_version = _text(file.attrs, "keras_version", path) or _text(
         group.attrs, "keras_version", path

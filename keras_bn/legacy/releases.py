@@ -15,7 +15,7 @@ import math
 import numbers
 import re
 
-from keras_bn.legacy.errors import LegacyFileError
+from keras_bn.legacy.errors import LegacyFileError, short_repr
 
 __all__ = [
     "BatchNormSource",
@@ -148,15 +148,19 @@ def is_batch_norm_class(class_name):
 
 def _config_number(config, key, path, layer, kinds=numbers.Real):
     value = config.get(key)
+    try:
+        finite = math.isfinite(value)
+    except (TypeError, OverflowError):  # not a number, or too large a one
+        finite = False
     if (
         not isinstance(value, kinds)
         or isinstance(value, bool)
-        or not math.isfinite(value)
+        or not finite
         or value < 0
     ):
         raise LegacyFileError(
             f"Layer '{layer}': the model config's {key!r} must be a finite "
-            f"number >= 0, got {value!r}.",
+            f"number >= 0, got {short_repr(value)}.",
             path=path,
             layer=layer,
             field=key,

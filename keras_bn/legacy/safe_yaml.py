@@ -66,6 +66,42 @@ def _loader_class():
     return Loader
 
 
+# An alias repeats what it names without a copy, but whatever walks the
+# result (a message, a config walk) meets every repetition: the document
+# expanded may hold at most this many nodes per character of text, and never
+# more than _MOST_NODES.
+_NODES_PER_CHARACTER = 8
+_MOST_NODES = 10**6
+
+
+def _check_expansion(root, length, path):
+    """Refuses a document whose aliases expand past the bound (counted on
+    the node graph, each node once: linear in the text)."""
+    if root is None:
+        return
+    bound = min(_MOST_NODES, _NODES_PER_CHARACTER * max(length, 1))
+    sizes, stack = {}, [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = []
+        if isinstance(node.value, list):
+            for item in node.value:
+                children += list(item) if isinstance(item, tuple) else [item]
+        if not children_done:
+            stack.append((node, True))
+            stack += [(child, False) for child in children if id(child) not in sizes]
+            continue
+        sizes[id(node)] = 1 + sum(sizes.get(id(child), 0) for child in children)
+        if sizes[id(node)] > bound:
+            raise LegacyFileError(
+                f"the YAML's aliases expand to more than {bound} nodes (a "
+                f"document of {length} characters): refused.",
+                path=path,
+            )
+
+
 def load_yaml(text, path=None):
     """The YAML document ``text`` as Python values (tuples for
     ``!!python/tuple``, ints and floats for Keras 1.2's NumPy scalars).
@@ -82,7 +118,15 @@ def load_yaml(text, path=None):
             path=path,
         ) from None
     try:
-        return yaml.load(text, Loader=_loader_class())  # noqa: S506 (safe subclass)
+        loader = _loader_class()(text)
+        try:
+            node = loader.get_single_node()
+            _check_expansion(node, len(text), path)
+            return None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except LegacyFileError:
+        raise
     except _Refused as error:
         raise LegacyFileError(
             f"the YAML holds {error}; only !!python/tuple and Keras 1.2's "
