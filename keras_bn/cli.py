@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import os
 import re
+import signal
 import sys
 import tempfile
 import warnings
@@ -97,6 +98,14 @@ def _inspect(path):
     return lines
 
 
+def _same_file(first, second):
+    second = os.path.abspath(second)
+    if first == second:
+        return True
+    both = os.path.exists(first) and os.path.exists(second)
+    return both and os.path.samefile(first, second)
+
+
 def _convert(
     old,
     new,
@@ -106,12 +115,21 @@ def _convert(
     keras_version=None,
     channels_first="transpose",
     dim_ordering=None,
+    overwrite=False,
 ):
     """Rebuilds ``old``, saves it as ``new``; the report as lines of text."""
     from keras_bn import legacy
     from keras_bn.legacy import models
 
     new = os.path.abspath(new)
+    if any(_same_file(new, source) for source in (old, weights) if source):
+        raise legacy.LegacyFileError(
+            "the output is one of the files read: choose another name.", path=new
+        )
+    if os.path.exists(new) and not overwrite:
+        raise legacy.LegacyFileError(
+            "the output exists: pass --overwrite to replace it.", path=new
+        )
     if not new.endswith(".keras"):
         raise legacy.LegacyFileError(
             f"expected an output name ending in .keras, got {new!r}.",
@@ -132,11 +150,12 @@ def _convert(
         )
         os.close(descriptor)
         try:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(temporary, 0o666 & ~umask)  # mkstemp's is 0600
-            rebuilt.model.save(temporary)
-            os.replace(temporary, new)
+            with _removed_on_termination(temporary):
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(temporary, 0o666 & ~umask)  # mkstemp's is 0600
+                rebuilt.model.save(temporary)
+                os.replace(temporary, new)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.remove(temporary)
@@ -147,6 +166,38 @@ def _convert(
     lines += ["assumptions:"] + [f"  {line}" for line in rebuilt.assumptions]
     lines.append(f"wrote:         {new}")
     return lines
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the command is (as SIGINT raises
+    KeyboardInterrupt), so that the temporary file is removed."""
+
+
+@contextlib.contextmanager
+def _removed_on_termination(temporary):
+    """SIGTERM stops the command as an exception (the caller removes the
+    temporary file), then ends the process as SIGTERM would have."""
+
+    def terminate(signum, frame):
+        raise _Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: signals stay as they are
+        yield
+        return
+    try:
+        yield
+    except _Terminated:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise
+    finally:
+        with contextlib.suppress(ValueError):
+            if signal.getsignal(signal.SIGTERM) is terminate:
+                signal.signal(signal.SIGTERM, previous)
 
 
 # load_model's arguments, as keras-bn convert's options: its messages are
@@ -242,6 +293,11 @@ def main(argv=None):
         "(transpose on TensorFlow only)",
     )
     convert.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace NEW.keras if it exists (never one of the files read)",
+    )
+    convert.add_argument(
         "--dim-ordering",
         choices=("th", "tf"),
         help="the image layout of Keras 1.x layers that do not record one "
@@ -262,7 +318,7 @@ def main(argv=None):
                 arguments.old, arguments.new, arguments.weights,
                 arguments.batch_normalization, arguments.backend,
                 arguments.keras_version, arguments.channels_first,
-                arguments.dim_ordering,
+                arguments.dim_ordering, arguments.overwrite,
             )  # fmt: skip
     except legacy.LegacyFileError as error:
         if arguments.command == "convert":

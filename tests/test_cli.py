@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -386,3 +387,73 @@ def test_convert_writes_through_a_temporary_file_in_the_destination(
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "PermissionError: no room for this file" in err
     assert os.listdir(out.parent) == ["m.keras"]
+
+
+def _dense_arguments():
+    directory = REAL / "keras-1.0.8-theano"
+    return [str(directory / "dense.json"), "--weights",
+            str(directory / "dense.weights.h5")]  # fmt: skip
+
+
+def test_convert_keeps_an_existing_output_unless_told(tmp_path, capsys):
+    """An existing NEW.keras is refused (and left as it was) without
+    --overwrite, replaced with it."""
+    source, *rest = _dense_arguments()
+    out = tmp_path / "m.keras"
+    out.write_bytes(b"mine")
+    assert main(["convert", source, str(out), *rest]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err
+    assert out.read_bytes() == b"mine"
+    assert main(["convert", source, str(out), *rest, "--overwrite"]) == 0
+    capsys.readouterr()
+    assert out.read_bytes() != b"mine"
+    assert keras.saving.load_model(out).count_params() > 0
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_convert_never_writes_over_what_it_reads(tmp_path, capsys, overwrite):
+    """OLD == NEW (an HDF5 whole-model file named m.keras), by the same or
+    another path to it, and NEW == --weights: refused, the file untouched."""
+    source = REAL / "keras-2.2.4-tensorflow" / "dense.model.h5"
+    old = tmp_path / "m.keras"
+    old.write_bytes(source.read_bytes())
+    (tmp_path / "sub").mkdir()
+    for new in (old, tmp_path / "sub" / ".." / "m.keras"):
+        assert main(["convert", str(old), str(new), *overwrite]) == 1
+        assert "one of the files read" in capsys.readouterr().err
+    weights = tmp_path / "w.keras"
+    weights.write_bytes((REAL / "keras-1.0.8-theano" / "dense.weights.h5").read_bytes())
+    json_path = str(REAL / "keras-1.0.8-theano" / "dense.json")
+    argv = ["convert", json_path, str(weights), "--weights", str(weights)]
+    assert main(argv + overwrite) == 1
+    assert "one of the files read" in capsys.readouterr().err
+    assert old.read_bytes() == source.read_bytes()
+    assert (
+        weights.read_bytes()
+        == (REAL / "keras-1.0.8-theano" / "dense.weights.h5").read_bytes()
+    )
+
+
+@pytest.mark.slow
+def test_convert_stopped_by_sigterm_leaves_nothing(tmp_path):
+    """SIGTERM while the .keras file is written: the temporary file is
+    removed and the process ends as SIGTERM ends it."""
+    script = (
+        "import os, signal, sys, keras\n"
+        "from keras_bn.cli import main\n"
+        "def save(self, *args, **kwargs):\n"
+        "    open(args[0], 'wb').write(b'partial')\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "keras.Model.save = save\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    source, *rest = _dense_arguments()
+    result = subprocess.run(
+        [sys.executable, "-c", script, "convert", source, str(out / "m.keras"), *rest],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]
+    assert os.listdir(out) == []

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from keras_bn.legacy.errors import LegacyFileError
 from keras_bn.legacy.errors import short_repr as _short_repr
+from keras_bn.legacy.releases import version_tuple
 
 __all__ = ["Architecture", "Node", "parse", "read_architecture"]
 
@@ -99,6 +100,21 @@ def parse(config, path, keras_version=None, backend=None):
         )
     keras_version = config.get("keras_version", keras_version)
     backend = config.get("backend", backend)
+    if keras_version is not None and (
+        not isinstance(keras_version, str) or version_tuple(keras_version) is None
+    ):
+        raise _fail(
+            path,
+            f"keras_version: expected a version such as '1.2.2', got "
+            f"{_short_repr(keras_version)}.",
+            field="keras_version",
+        )
+    if backend is not None and not isinstance(backend, str):
+        raise _fail(
+            path,
+            f"backend: expected text, got {_short_repr(backend)}.",
+            field="backend",
+        )
     if "class_name" not in config:
         return _parse_keras0(config, path)
     class_name, body = config["class_name"], config.get("config")

@@ -244,27 +244,36 @@ def _model_config(attrs, path):
 
 
 def layer_configs(model_config, path=None):
-    """``{layer name: (class name, config dict)}`` for every layer config in
-    a model config, nested models included: every dict with a text
-    ``class_name`` and a ``config`` dict that has a text ``name``. Walked
-    with an explicit stack, never recursion: the config is untrusted."""
+    """``{layer name: (class name, config dict)}`` for every layer of a model
+    config, nested models and wrapped layers included. Only the model's own
+    structure is read (its ``layers``, a nested model's, a wrapper's
+    ``layer``): a key anywhere else cannot stand in for a layer. Walked with
+    an explicit stack, never recursion: the config is untrusted."""
     found, stack = {}, [model_config]
     while stack:
         node = stack.pop()
-        if isinstance(node, dict):
-            inner = node.get("config")
-            # Keras 3 names a registered class "package>Class", in
-            # class_name or in registered_name.
-            class_name = node.get("registered_name") or node.get("class_name")
-            if (
-                isinstance(class_name, str)
-                and isinstance(inner, dict)
-                and isinstance(inner.get("name"), str)
-            ):
-                found.setdefault(inner["name"], (class_name, inner))
-            stack.extend(reversed(list(node.values())))
-        elif isinstance(node, list):
+        if isinstance(node, list):  # a Keras 1 Sequential's config
             stack.extend(reversed(node))
+            continue
+        if not isinstance(node, dict):
+            continue
+        inner = node.get("config")
+        # Keras 3 names a registered class "package>Class", in class_name or
+        # in registered_name.
+        class_name = node.get("registered_name") or node.get("class_name")
+        if isinstance(inner, list):
+            stack.extend(reversed(inner))
+            continue
+        if not isinstance(inner, dict):
+            continue
+        if isinstance(class_name, str) and isinstance(inner.get("name"), str):
+            found.setdefault(inner["name"], (class_name, inner))
+        for key in ("layers", "layer"):
+            value = inner.get(key)
+            if isinstance(value, list):
+                stack.extend(reversed(value))
+            elif isinstance(value, dict):
+                stack.append(value)
     return found
 
 

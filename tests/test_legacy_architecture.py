@@ -1,0 +1,335 @@
+"""Hostile architectures: `keras_bn.legacy.load_model` fails only with
+`LegacyFileError`, checks before it allocates, and converts the weights with
+the configs it built the model from.
+
+Every case edits one field of a file a real release wrote
+(``tests/fixtures/real/``) and loads it with its weights; the refusal must
+name the field (and the layer, where one is concerned) in a message of
+bounded length. ``scripts/fuzz_architectures.py`` runs hundreds of such
+edits at random, under a memory limit.
+"""
+
+import copy
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from keras_bn import legacy
+
+REAL = Path(__file__).resolve().parent / "fixtures" / "real"
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+DENSE = REAL / "keras-1.2.2-tensorflow"
+GRAPH = REAL / "keras-0.3.3-theano"
+
+
+def _load(path, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return legacy.load_model(path, **kwargs)
+
+
+def _edited(tmp_path, source, edit, name="edited.json"):
+    config = json.loads(source.read_text())
+    edit(config)
+    path = tmp_path / name
+    path.write_text(json.dumps(config))
+    return path
+
+
+def _first(key, value):
+    def edit(config):
+        config["config"][0]["config"][key] = value
+
+    return edit
+
+
+def _inputs(key, value):
+    def edit(config):
+        for layer in config["config"]["layers"]:
+            if layer["class_name"] == "InputLayer":
+                layer["config"][key] = value
+
+    return edit
+
+
+def _body(key, value):
+    return lambda config: config["config"].__setitem__(key, value)
+
+
+def _duplicate_name(config):
+    config["config"][1]["config"]["name"] = config["config"][0]["config"]["name"]
+
+
+def _inbound(config):
+    config["config"]["layers"][1]["inbound_nodes"] = 7
+
+
+SEQUENTIAL = [
+    ("version-letters", lambda c: c.__setitem__("keras_version", "1x.2"),
+     "keras_version", None),
+    ("version-superscript", lambda c: c.__setitem__("keras_version", "²"),
+     "keras_version", None),
+    ("config-without-layers", lambda c: c.__setitem__("config", {"name": "s"}),
+     "layers", None),
+    ("input-shape-int", _first("batch_input_shape", 6), "batch_input_shape", "dense_1"),
+    ("input-shape-negative", _first("batch_input_shape", [None, -6]),
+     "batch_input_shape", "dense_1"),
+    ("input-shape-text", _first("batch_input_shape", [None, "a"]),
+     "batch_input_shape", "dense_1"),
+    ("input-shape-nan", _first("batch_input_shape", [None, float("nan")]),
+     "batch_input_shape", "dense_1"),
+    ("same-name-twice", _duplicate_name, "name", "dense_1"),
+    ("dim-ordering-mapping", _first("dim_ordering", {"a": 1}), "dim_ordering",
+     "dense_1"),
+    ("activation-numpy",
+     _first("activation", {"class_name": "__numpy__", "config": {}}),
+     "activation", "dense_1"),
+    ("activation-bytes",
+     _first("activation", {"class_name": "__bytes__", "config": {"value": 1}}),
+     "activation", "dense_1"),
+    ("dilation-nested", _first("dilation_rate", [[1]]), "dilation_rate", "dense_1"),
+]  # fmt: skip
+
+FUNCTIONAL = [
+    ("dtype-unknown", _inputs("input_dtype", "x"), "input_dtype", "x"),
+    ("dtype-list", _inputs("input_dtype", [1]), "input_dtype", "x"),
+    ("output-missing", _body("output_layers", [["nope", 0, 0]]), "output_layers", None),
+    ("no-layers", _body("layers", []), "layers", None),
+    ("output-int", _body("output_layers", [5]), "output_layers", None),
+    ("inputs-int", _body("input_layers", 5), "input_layers", None),
+    ("inbound-int", _inbound, "inbound_nodes", "a"),
+    ("merge-mode-list",
+     lambda c: [layer["config"].__setitem__("mode", ["x"])
+                for layer in c["config"]["layers"] if layer["class_name"] == "Merge"],
+     "mode", "cat"),
+]  # fmt: skip
+
+
+def _graph_edit(function):
+    return lambda config: function(config)
+
+
+GRAPH_CASES = [
+    ("input-without-name", lambda c: c["input_config"][0].pop("name"),
+     "input_config", None),
+    ("input-shape-int", lambda c: c["input_config"][0].__setitem__("input_shape", 5),
+     "input_shape", "x"),
+    ("node-int", lambda c: c["node_config"].__setitem__(0, 3), "node_config", None),
+    ("inputs-float", lambda c: c["node_config"][0].__setitem__("inputs", 2.5),
+     "inputs", "a"),
+]  # fmt: skip
+
+CASES = (
+    [pytest.param(DENSE, "dense", e, f, layer, id=f"sequential-{i}")
+     for i, e, f, layer in SEQUENTIAL]
+    + [pytest.param(DENSE, "functional", e, f, layer, id=f"functional-{i}")
+       for i, e, f, layer in FUNCTIONAL]
+    + [pytest.param(GRAPH, "graph", e, f, layer, id=f"graph-{i}")
+       for i, e, f, layer in GRAPH_CASES]
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("directory, model, edit, field, layer", CASES)
+def test_a_hostile_field_is_refused_by_name(
+    tmp_path, directory, model, edit, field, layer
+):
+    path = _edited(tmp_path, directory / f"{model}.json", edit)
+    options = {"backend": "theano"} if directory == GRAPH else {}
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        _load(path, weights=directory / f"{model}.weights.h5", **options)
+    error = caught.value
+    assert type(error) is legacy.LegacyFileError
+    assert error.path == str(path)
+    assert error.field == field and error.layer == layer, str(error)
+    assert len(str(error)) < 1000
+
+
+@pytest.mark.parametrize("units", [10**8, 10**9])
+def test_sizes_are_checked_before_anything_is_allocated(tmp_path, units):
+    """A Dense of 10**9 units would allocate gigabytes for its kernel: its
+    size is compared with what the weights file holds before building."""
+    path = _edited(tmp_path, DENSE / "dense.json", _first("output_dim", units))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(legacy.LegacyFileError, match="justify") as caught:
+        _load(path, weights=DENSE / "dense.weights.h5")
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 200 * 1024
+    assert (caught.value.layer, caught.value.field) == ("dense_1", "units")
+
+
+def test_aliases_of_aliases_are_refused_quickly(tmp_path):
+    """A 1.8 KB YAML "billion laughs" (9**9 expanded) as an argument's
+    value: refused by the loader, in well under a second."""
+    text = (DENSE / "dense.yaml").read_text()
+    laughs = ["laughs_0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for level in range(1, 9):
+        laughs.append(
+            f"laughs_{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]"
+        )
+    text = (
+        "\n".join(laughs)
+        + "\n"
+        + text.replace("epsilon:", "extra: *l8\n    epsilon:", 1)
+    )
+    path = tmp_path / "laughs.yaml"
+    path.write_text(text)
+    started = time.perf_counter()
+    with pytest.raises(legacy.LegacyFileError, match="aliases") as caught:
+        _load(path, weights=DENSE / "dense.weights.h5")
+    assert time.perf_counter() - started < 5
+    assert len(str(caught.value)) < 500
+
+
+def test_repeated_layer_names_are_refused_before_reading(tmp_path):
+    source = REAL / "keras-2.2.4-tensorflow" / "dense.weights.h5"
+    path = tmp_path / "repeated.h5"
+    shutil.copy(source, path)
+    with h5py.File(path, "r+") as file:
+        names = list(file.attrs["layer_names"])
+        file.attrs["layer_names"] = np.array(names[:1] * 300)
+    with pytest.raises(legacy.LegacyFileError, match="more than once") as caught:
+        legacy.read_weights(path)
+    assert caught.value.field == "layer_names"
+
+
+def _decoy_config(config, epsilon=0.9):
+    layers = config["config"]["layers"] if isinstance(config["config"], dict) else (
+        config["config"]
+    )  # fmt: skip
+    (bn,) = [layer for layer in layers if layer["class_name"] == "BatchNormalization"][
+        :1
+    ]
+    decoy = {"class_name": "BatchNormalization",
+             "config": {"name": bn["config"]["name"], "epsilon": epsilon}}  # fmt: skip
+    return {"decoy": decoy, **config}
+
+
+def test_a_decoy_config_changes_nothing(tmp_path):
+    """A key before the model's own config holding another config of its
+    BatchNormalization: the weights are converted with the config the model
+    was built from, by load_model and by load_weights."""
+    source = REAL / "keras-2.2.4-tensorflow"
+    arrays = np.load(source / "dense.npz")
+    path = tmp_path / "decoy.h5"
+    shutil.copy(source / "dense.model.h5", path)
+    with h5py.File(path, "r+") as file:
+        text = file.attrs["model_config"]
+        config = json.loads(text.decode() if isinstance(text, bytes) else text)
+        file.attrs["model_config"] = json.dumps(_decoy_config(config))
+    model = _load(path)
+    got = model.predict(arrays["x"], verbose=0)
+    np.testing.assert_allclose(
+        got, arrays["y"], rtol=1e-4, atol=1e-4 * np.abs(arrays["y"]).max()
+    )
+    twin = _load(source / "dense.model.h5")
+    twin.set_weights([np.zeros_like(w) for w in twin.get_weights()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        legacy.load_weights(twin, path)
+    np.testing.assert_allclose(
+        twin.predict(arrays["x"], verbose=0), got, rtol=1e-6, atol=1e-6
+    )
+
+
+def _chain(count):
+    config = json.loads((DENSE / "dense.json").read_text())
+    settings = {"name": "", "activation": "linear", "trainable": True}
+    identity = {"class_name": "Activation", "config": settings}
+    extra = []
+    for index in range(count):
+        layer = copy.deepcopy(identity)
+        layer["config"]["name"] = f"identity_{index}"
+        extra.append(layer)
+    config["config"][2:2] = extra
+    return config
+
+
+def test_a_chain_past_the_deepest_is_refused_at_once(tmp_path):
+    from keras_bn.legacy.architecture import DEEPEST_CHAIN
+
+    path = tmp_path / "deep.json"
+    path.write_text(json.dumps(_chain(DEEPEST_CHAIN + 1)))
+    started = time.perf_counter()
+    with pytest.raises(legacy.LegacyFileError, match="chain") as caught:
+        _load(path, weights=DENSE / "dense.weights.h5")
+    assert caught.value.field == "layers"
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.slow
+def test_the_deepest_chain_is_rebuilt(tmp_path):
+    """A chain of identities as deep as is rebuilt (docs/legacy_models.md):
+    built, and predicting what the undamaged model does."""
+    from keras_bn.legacy.architecture import DEEPEST_CHAIN
+
+    path = tmp_path / "deep.json"
+    path.write_text(json.dumps(_chain(DEEPEST_CHAIN - 10)))
+    model = _load(path, weights=DENSE / "dense.weights.h5")
+    arrays = np.load(DENSE / "dense.npz")
+    got = model.predict(arrays["x"], verbose=0)
+    np.testing.assert_allclose(
+        got, arrays["y"], rtol=1e-4, atol=1e-4 * np.abs(arrays["y"]).max()
+    )
+
+
+def test_several_problems_still_name_the_first(tmp_path):
+    def edit(config):
+        config["config"][0]["class_name"] = "Highway"
+        config["config"][1]["class_name"] = "MaxoutDense"
+
+    path = _edited(tmp_path, DENSE / "dense.json", edit)
+    with pytest.raises(legacy.LegacyFileError, match="MaxoutDense") as caught:
+        _load(path, weights=DENSE / "dense.weights.h5")
+    assert (caught.value.layer, caught.value.field) == ("dense_1", "class_name")
+
+
+def test_a_huge_epsilon_in_a_whole_model_file(tmp_path):
+    """1 followed by 400 zeros, where load_weights reads it from the file's
+    model_config: refused by name, the model unchanged."""
+    source = REAL / "keras-2.2.4-tensorflow" / "dense.model.h5"
+    path = tmp_path / "eps.h5"
+    shutil.copy(source, path)
+    with h5py.File(path, "r+") as file:
+        text = file.attrs["model_config"]
+        text = text.decode() if isinstance(text, bytes) else text
+        file.attrs["model_config"] = text.replace(
+            '"epsilon": 0.001', '"epsilon": 1' + "0" * 400, 1
+        )
+    model = _load(source)
+    before = [w.copy() for w in model.get_weights()]
+    for load in (lambda: _load(path), lambda: legacy.load_weights(model, path)):
+        with pytest.raises(legacy.LegacyFileError) as caught:
+            load()
+        assert caught.value.field == "epsilon"
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax", reason="the parser is the same on every backend"
+)
+def test_architecture_fuzz():
+    """Hundreds of damaged and hostile variants of every real fixture's
+    architecture, under a memory limit: refused, or loaded as the file says;
+    never another exception, a silent change, a slow case or one over the
+    limit (scripts/fuzz_architectures.py)."""
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / "fuzz_architectures.py"), "--variants", "250",
+         "--memory-gb", "2", "--json"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["defects"] == [], summary
+    outcomes = summary["outcomes"]
+    assert outcomes.get("refused", 0) >= 60 and outcomes.get("same", 0) >= 60, outcomes
