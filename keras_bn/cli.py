@@ -9,15 +9,17 @@ one-line error (`keras_bn.legacy.LegacyFileError`'s message, never a
 traceback) and exit status 1.
 
 ``keras-bn convert OLD NEW.keras [--weights W.h5] [--batch-normalization
-keras_bn|keras] [--backend theano|tensorflow]`` rebuilds an old Keras model
+keras_bn|keras] [--backend theano|tensorflow] [--overwrite] ...`` rebuilds an
+old Keras model
 (a whole-model HDF5 file, or a
 ``to_json()``/``to_yaml()`` architecture with ``--weights``) as a Keras 3
 model with `keras_bn.legacy.load_model` and saves it as ``NEW.keras``;
 channels-first convolutions run channels-last between ``Permute`` layers, so
 the file runs on every backend. It prints what it rebuilt, what it converted
 and what it assumed. The file is written under a temporary name in the same
-folder and renamed: on any failure nothing is left, one line goes to stderr
-and the exit status is 1.
+folder and renamed: on any failure (SIGTERM and Ctrl-C included) nothing is
+left, one line goes to stderr and the exit status is 1. An existing
+NEW.keras is replaced only with ``--overwrite``, and never a file it reads.
 """
 
 import argparse
