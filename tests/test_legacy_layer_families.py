@@ -76,7 +76,7 @@ def test_every_release_and_many_families():
     manifests = _manifests()
     assert {m["release"] for _, m in manifests} >= {"1.2.2", "2.2.4", "tf-keras-2.21"}
     assert {m["backend"] for _, m in manifests} == {"theano", "tensorflow"}
-    assert len(MODELS) >= 150
+    assert len(MODELS) >= 300
 
 
 @pytest.mark.parametrize("directory, manifest, entry", MODELS)

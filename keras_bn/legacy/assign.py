@@ -81,16 +81,16 @@ def _file_layers(weights, targets):
 
 
 def _split_nested(layer, leaves):
-    """A Keras 2 file's group for a nested model holds its layers' arrays,
-    named ``<layer>/<weight>`` (or ``<model>/<layer>/<weight>``): one
-    `LegacyLayer` per model layer named in them (``leaves``). A group that
-    is itself one of the model's layers, or whose names do not all tell
-    one, is kept whole."""
+    """A file's group for a nested model holds its layers' arrays, named
+    ``<layer>_W`` (Keras 1), ``<layer>/<weight>`` or ``<model>/<layer>/<weight>``
+    (Keras 2): one `LegacyLayer` per model layer named in them (``leaves``).
+    A group that is itself one of the model's layers, or whose names do not
+    all tell one, is kept whole."""
     if layer.name in leaves:
         return [layer]
     pieces = {}
     for name, array in zip(layer.weight_names, layer.arrays):
-        owner = next((part for part in name.split("/")[:-1] if part in leaves), None)
+        owner = _owner(name, leaves)
         if owner is None:
             return [layer]
         names, arrays = pieces.setdefault(owner, ([], []))
@@ -100,6 +100,18 @@ def _split_nested(layer, leaves):
         LegacyLayer(owner, tuple(names), tuple(arrays))
         for owner, (names, arrays) in pieces.items()
     ]
+
+
+def _owner(weight_name, leaves):
+    """The model layer a nested model's array belongs to: a component of a
+    ``/`` path, else the longest layer name followed by ``_``."""
+    for part in weight_name.split("/")[:-1]:
+        if part in leaves:
+            return part
+    if "/" in weight_name:
+        return None
+    matches = [leaf for leaf in leaves if weight_name.startswith(leaf + "_")]
+    return max(matches, key=len) if matches else None
 
 
 # -- loading -------------------------------------------------------------------

@@ -15,7 +15,10 @@ Two things differ between a legacy file's kernel and Keras 3's:
   store Keras 3's layout already.
 - **Flip.** Every Theano release, Keras 2.x included, computed a true
   convolution (the kernel flipped); TensorFlow and Keras 3 compute a
-  cross-correlation. A Theano kernel is flipped in every spatial axis.
+  cross-correlation. A Theano kernel is flipped in every spatial axis,
+  except a separable or depthwise convolution's depthwise kernel, which
+  Keras 2's Theano backend reversed itself before convolving (Keras 1 had
+  them on TensorFlow only).
 
 The layout comes from the layer's config (``dim_ordering``) where the file
 has one, else from the kernel's shape against the model's (ambiguous shapes
@@ -170,7 +173,10 @@ def convert(path, source, target, arrays, facts):
     kernel, wanted = arrays[0], tuple(target.weights[0].shape)
     if facts.family in (0, 1) and kind != "depthwise":
         kernel = _legacy_layout(facts, source.name, kind, kernel, wanted)
-    if flips(facts, source.name) and kernel.ndim == len(wanted):
+    # Keras 2's Theano backend reversed a depthwise kernel itself before
+    # Theano's true convolution (_preprocess_conv2d_depthwise_kernel): a
+    # cross-correlation, as stored. Other kernels are flipped.
+    if kind != "depthwise" and flips(facts, source.name) and kernel.ndim == len(wanted):
         spatial = len(wanted) - 2
         kernel = np.flip(kernel, axis=tuple(range(spatial)))
     return [np.ascontiguousarray(kernel), *arrays[1:]]
