@@ -250,3 +250,26 @@ def test_layers_without_a_keras_3_equivalent_are_refused_by_name(tmp_path, class
     with pytest.raises(legacy.LegacyFileError, match=class_name) as caught:
         _load(path, weights=directory / entry["files"]["weights"])
     assert caught.value.field == "class_name"
+
+
+@pytest.mark.parametrize("directory_name", ["keras-1.2.2-theano", "keras-2.2.4-theano"])
+def test_theano_s_shifted_same_padding_is_refused(tmp_path, directory_name):
+    """Theano's "same" with an even kernel size (here 3x2) was its "half"
+    convolution cropped at the end: shifted from Keras 3's, refused by name.
+    The same edit of a TensorFlow file loads."""
+    for name in (directory_name, directory_name.replace("theano", "tensorflow")):
+        directory, manifest, entry = _entry(name, "conv2d_rect")
+        config = json.loads((directory / entry["files"]["json"]).read_text())
+        settings = config["config"]
+        layers = settings["layers"] if isinstance(settings, dict) else settings
+        conv = layers[1]["config"]
+        conv["border_mode" if "border_mode" in conv else "padding"] = "same"
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(config))
+        weights = directory / entry["files"]["weights"]
+        if "theano" in name:
+            with pytest.raises(legacy.LegacyFileError, match="Theano") as caught:
+                _load(path, weights=weights, **_options(manifest))
+            assert caught.value.field == "padding"
+        else:
+            assert _load(path, weights=weights, **_options(manifest)).built

@@ -81,8 +81,9 @@ class KernelFacts:
 
 def kind_of(layer):
     """``"conv"``, ``"conv1d"``, ``"transpose"``, ``"depthwise"`` (the first
-    array is a depthwise kernel: separable and depthwise convolutions) or
-    None for a layer without a convolution kernel."""
+    array is a depthwise kernel: separable and depthwise convolutions),
+    ``"conv_lstm"`` (input and recurrent kernels) or None for a layer
+    without a convolution kernel."""
     L = keras.layers
     if isinstance(layer, L.Conv1D):
         return "conv1d"
@@ -93,6 +94,8 @@ def kind_of(layer):
     depthwise = (L.SeparableConv1D, L.SeparableConv2D, L.DepthwiseConv1D)
     if isinstance(layer, (*depthwise, L.DepthwiseConv2D)):
         return "depthwise"
+    if isinstance(layer, L.ConvLSTM2D):
+        return "conv_lstm"
     return None
 
 
@@ -164,11 +167,45 @@ def _legacy_layout(facts, name, kind, kernel, wanted):
     return kernel
 
 
+def _even_same(facts, source, target, kind):
+    """Theano computed a "same" convolution as its "half" convolution (half
+    the kernel padded on each side) cropped at the end (Keras' own code):
+    with an even kernel size, or strides, shifted from Keras 3's "same",
+    which no kernel can make up for. Refused."""
+    sizes = tuple(getattr(target, "kernel_size", ()) or ())
+    strides = tuple(getattr(target, "strides", ()) or ())
+    same = getattr(target, "padding", "valid") == "same"
+    even = any(size % 2 == 0 for size in sizes)
+    strided = same and any(stride != 1 for stride in strides)
+    if facts.backend != "theano" or not (
+        (same and even) or strided or (kind == "conv_lstm" and even)
+    ):
+        return
+    raise LegacyFileError(
+        f"Layer '{source.name}': a 'same' convolution on Theano with the kernel "
+        f"size {sizes} and strides {strides} (a ConvLSTM2D's recurrent "
+        "convolution is always 'same'): Theano padded half the kernel before "
+        "and cropped the end, which for an even size or strides is shifted "
+        "from Keras 3's 'same'; it cannot be computed exactly.",
+        path=facts.path,
+        layer=source.name,
+        field="padding",
+    )
+
+
 def convert(path, source, target, arrays, facts):
     """The layer's arrays with its kernel (the first array) in Keras 3's
     layout and orientation; other layers' arrays as they are."""
     kind = kind_of(target)
     if kind is None or not arrays:
+        return arrays
+    _even_same(facts, source, target, kind)
+    if kind == "conv_lstm":
+        # Its input and recurrent kernels, already in Keras 3's layout
+        # (`recurrent`): flipped where Theano convolved.
+        if len(arrays) >= 2 and flips(facts, source.name):
+            flipped = [np.flip(a, axis=(0, 1)) for a in arrays[:2]]
+            return [*map(np.ascontiguousarray, flipped), *arrays[2:]]
         return arrays
     kernel, wanted = arrays[0], tuple(target.weights[0].shape)
     if facts.family in (0, 1) and kind != "depthwise":

@@ -135,7 +135,9 @@ def plain_step(path, source, target, facts):
     arrays = [
         _real(path, source, name, array) for name, array in zip(names, source.arrays)
     ]
-    regrouped = recurrent.convert(names, arrays, target)
+    config = facts.layer_configs.get(source.name, ("", {}))[1]
+    ordering = facts.dim_ordering or config.get("dim_ordering")
+    regrouped = recurrent.convert(names, arrays, target, ordering)
     if regrouped is not arrays:
         names = [f"{name} (from the per-gate arrays)" for name in ("W", "U", "b")]
         names = names * (len(regrouped) // 3)

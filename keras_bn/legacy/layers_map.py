@@ -52,7 +52,7 @@ _CHANNELS_FIRST_WRAPPED = (
     "Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D",
     "DepthwiseConv2D", "Conv2DTranspose", "Conv3DTranspose", "MaxPooling1D",
     "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
-    "AveragePooling3D",
+    "AveragePooling3D", "ConvLSTM2D",
 )  # fmt: skip
 
 
@@ -613,6 +613,28 @@ def _recurrent(a, plan, context):
         kwargs["reset_after"] = bool(a.get("reset_after", default=False))
     _refuse_state(a)
     plan.kwargs = kwargs
+
+
+@_translates("ConvLSTM2D")
+def _conv_lstm(a, plan, context):
+    plan.cls = keras.layers.ConvLSTM2D
+    key = "inner_activation" if "inner_activation" in a.config else (
+        "recurrent_activation"
+    )  # fmt: skip
+    plan.kwargs = dict(
+        filters=a.get("nb_filter", "filters"), kernel_size=_kernel_size(a, 2),
+        strides=_tuple(a.get("subsample", "strides", default=1), 2),
+        padding=_padding(a), data_format=_data_format(a, context, 2),
+        activation=_activation(a, default="tanh"),
+        recurrent_activation=_activation(a, key, default="hard_sigmoid"),
+        use_bias=_use_bias(a),
+        return_sequences=bool(a.get("return_sequences", default=False)),
+        go_backwards=bool(a.get("go_backwards", default=False)),
+    )  # fmt: skip
+    dilation = a.get("dilation_rate", default=1)
+    if set(_tuple(dilation, 2)) != {1}:
+        plan.kwargs["dilation_rate"] = _tuple(dilation, 2)
+    _refuse_state(a)
 
 
 @_translates("CuDNNGRU", "CuDNNLSTM")

@@ -231,9 +231,7 @@ def _call(node, plan, inputs, transpose):
         return layer(x)
     if plan.channels_first and transpose:
         layer = plan.build(name=node.name, data_format="channels_last")
-        rank = len(x.shape) - 2
-        to_last = tuple(range(2, rank + 2)) + (1,)
-        to_first = (rank + 1,) + tuple(range(1, rank + 1))
+        to_last, to_first = _permutations(plan, len(x.shape))
         x = L.Permute(to_last, name=f"{node.name}_to_channels_last")(x)
         y = L.Permute(to_first, name=f"{node.name}_to_channels_first")(layer(x))
     elif plan.per_activation_bn and len(x.shape) > 2:
@@ -250,6 +248,18 @@ def _call(node, plan, inputs, transpose):
             f"computes {tuple(y.shape[1:])}"
         )
     return y
+
+
+def _permutations(plan, rank):
+    """Permute's dims into and out of channels-last, for an input of
+    ``rank`` axes (batch included): the channels follow the batch (and a
+    ConvLSTM2D's time axis)."""
+    if plan.cls is keras.layers.ConvLSTM2D:  # (time, channels, rows, cols)
+        to_first = (1, 4, 2, 3) if plan.kwargs["return_sequences"] else (3, 1, 2)
+        return (1, 3, 4, 2), to_first
+    spatial = rank - 2
+    to_last = tuple(range(2, spatial + 2)) + (1,)
+    return to_last, (spatial + 1,) + tuple(range(1, spatial + 1))
 
 
 def _build(arch, plans, transpose):

@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = ["convert"]
 
-_GATES = {"LSTM": "ifco", "GRU": "zrh"}
+_GATES = {"LSTM": "ifco", "GRU": "zrh", "ConvLSTM2D": "ifco"}
 _PER_GATE = re.compile(r"_([WUb])_([a-z])(?:_[0-9]+)?(?::[0-9]+)?$")
 
 
@@ -41,9 +41,30 @@ def _per_gate(names, arrays, gates):
     ]
 
 
-def convert(source_names, arrays, target):
+def _channels_last(arrays, target, ordering):
+    """A Keras 1 ConvLSTM2D's per-gate kernels in Keras 3's layout: ``th``
+    stored ``(filters, channels, rows, cols)``, ``tf`` ``(rows, cols,
+    channels, filters)``; told by the shapes, else by ``ordering``."""
+    rows, cols, _, gates_filters = tuple(target.cell.kernel.shape)
+    filters = gates_filters // 4
+    out = []
+    for array in arrays:
+        array = np.asarray(array)
+        if array.ndim == 4:
+            shape = array.shape
+            fits_tf = shape[:2] == (rows, cols) and shape[3] == filters
+            fits_th = shape[0] == filters and shape[2:] == (rows, cols)
+            if fits_th and (not fits_tf or ordering == "th"):
+                array = np.transpose(array, (2, 3, 1, 0))
+        out.append(array)
+    return out
+
+
+def convert(source_names, arrays, target, ordering=None):
     """The arrays for ``target``'s variables, per-gate Keras 1.x arrays
-    regrouped; ``source_names``: the file's names for them."""
+    regrouped; ``source_names``: the file's names for them; ``ordering``:
+    the file's ``dim_ordering`` where known (a Keras 1 ConvLSTM2D whose
+    kernels fit both layouts)."""
     if isinstance(target, keras.layers.Bidirectional):
         half = len(arrays) // 2
         if half * 2 != len(arrays):
@@ -60,6 +81,9 @@ def convert(source_names, arrays, target):
         return _from_cudnn(arrays, len(gates), type(target).__name__)
     if len(arrays) != 3 * len(gates):
         return arrays
+    if isinstance(target, keras.layers.ConvLSTM2D):
+        laid_out = _channels_last(arrays, target, ordering)
+        return _per_gate(source_names, laid_out, gates) or arrays
     return _per_gate(source_names, arrays, gates) or arrays
 
 

@@ -26,6 +26,6 @@ esac
 name=keras-$release-$backend
 [[ $release == tf-keras-* ]] && name=$release-$backend
 mkdir -p "$OLDKERAS/cache"
-rm -rf "${out_root:?}/$name"
+[[ -n ${ZOO_ONLY:-} ]] || rm -rf "${out_root:?}/$name"  # ZOO_ONLY: merged (zoo.py)
 PYTHONPATH=$pp "$py" "$here/${GENERATOR:-generate.py}" --release "$release" --backend "$backend" \
   --out "$out_root/$name" --theano-compiledir "$OLDKERAS/cache/$cache"

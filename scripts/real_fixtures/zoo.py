@@ -343,6 +343,18 @@ def bidirectional(L, k, cf):
     return [5, 4], [L.Bidirectional(L.LSTM(3), merge_mode="concat")]
 
 
+def convlstm2d(L, k, cf):
+    """An odd kernel: Theano's "same" padding (the recurrent convolution's)
+    shifts by one for even ones, which Keras 3 cannot compute (refused)."""
+    if not hasattr(L, "ConvLSTM2D"):
+        raise Unavailable("no ConvLSTM2D in this release")
+    if k == 1:
+        layer = L.ConvLSTM2D(3, 3, 3, return_sequences=True)
+    else:
+        layer = L.ConvLSTM2D(3, (3, 3), return_sequences=True)
+    return [3] + image(cf, 2, 5, 4), [layer]
+
+
 def suffixed_names(L, k, cf):
     """Keras 1 on TensorFlow: a layer name that an earlier model of the
     session used gets its variables suffixed (named_W_1:0, norm_gamma_1:0).
@@ -469,7 +481,7 @@ FAMILIES = [
     spatial_dropout3d, embedding, masking_lstm, simple_rnn, gru, lstm,
     gru_gpu, lstm_gpu, gru_reset_after, bidirectional, suffixed_names,
     nested_sequential, nested_model, _cudnn("GRU"), _cudnn("LSTM"),
-] + MERGES  # fmt: skip
+] + MERGES + [convlstm2d]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------
@@ -585,8 +597,20 @@ def main():
         "unavailable": {},
         "workarounds": generate.WORKAROUNDS,
     }
+    # ZOO_ONLY=name,name: those families only, merged into OUT's manifest.
+    only = [n for n in os.environ.get("ZOO_ONLY", "").split(",") if n]
+    path = os.path.join(out_dir, "manifest.json")
+    if only and os.path.exists(path):
+        with open(path) as f:
+            kept = json.load(f)
+        manifest["models"] = [m for m in kept["models"] if m["name"] not in only]
+        manifest["unavailable"] = dict(
+            (k, v) for k, v in kept["unavailable"].items() if k not in only
+        )
     for builder in FAMILIES:
         name = builder.__name__
+        if only and name not in only:
+            continue
         print("==", args.release, args.backend, name)
         sys.stdout.flush()
         try:
