@@ -491,3 +491,15 @@ def test_unbuilt_model(tmp_path, arrays):
     model = keras.Sequential([keras.layers.Dense(3), BatchNormalization()])
     with pytest.raises(ValueError, match="not built"):
         legacy.load_weights(model, path)
+
+
+@pytest.mark.parametrize(
+    "version, form",
+    [((1, 0, 8), "variance"), ((1, 1, 0), "variance"), ((1, 0, 5), "std")],
+)
+def test_from_1_0_8_every_backend_kept_a_variance(version, form):
+    """Keras 1.0.8 on, the fourth array is a variance whatever the backend:
+    a file that does not record one needs no running_std (docs/legacy.md)."""
+    from keras_bn.legacy.releases import version_form
+
+    assert version_form(version, None, ".".join(map(str, version))) == form

@@ -333,3 +333,26 @@ def test_architecture_fuzz():
     assert summary["defects"] == [], summary
     outcomes = summary["outcomes"]
     assert outcomes.get("refused", 0) >= 60 and outcomes.get("same", 0) >= 60, outcomes
+
+
+def test_keras_3_and_later_read_as_keras_2():
+    from keras_bn.legacy.architecture import parse
+
+    config = json.loads((REAL / "tf-keras-2.21-tensorflow" / "dense.json").read_text())
+    config["keras_version"] = "3.4.1"
+    assert parse(config, "m.json").generation == 2
+
+
+def test_a_keras0_graph_merges_by_concatenation_by_default(tmp_path):
+    """A Keras 0.x Graph node with several inputs and no merge_mode
+    concatenates them (Keras 0.x's default)."""
+    from keras_bn.legacy.architecture import parse
+
+    config = json.loads((GRAPH / "graph.json").read_text())
+    merging = [e for e in config["node_config"] if e.get("inputs")]
+    assert merging
+    for entry in merging:
+        entry.pop("merge_mode", None)
+    arch = parse(config, "graph.json")
+    merges = [node for node in arch.nodes if node.class_name == "Merge"]
+    assert merges and all(node.config["mode"] == "concat" for node in merges)

@@ -273,3 +273,63 @@ def test_theano_s_shifted_same_padding_is_refused(tmp_path, directory_name):
             assert caught.value.field == "padding"
         else:
             assert _load(path, weights=weights, **_options(manifest)).built
+
+
+def _translated(class_name, config, generation=2, dim_ordering=None):
+    node = layers_map._Node(class_name, dict(config, name="x"))
+    plan = layers_map.translate(node, generation, "keras_bn", dim_ordering)
+    assert plan.problems == []
+    return plan.kwargs
+
+
+@pytest.mark.parametrize(
+    "class_name, config, generation, key, expected",
+    [
+        # The old releases' defaults, where a file leaves the argument out.
+        ("Convolution2D", {"nb_filter": 2, "nb_row": 3, "nb_col": 3,
+                           "dim_ordering": "th"}, 1, "padding", "valid"),
+        ("MaxPooling2D", {"pool_size": [2, 2], "dim_ordering": "tf"}, 1, "padding",
+         "valid"),
+        ("Conv2D", {"filters": 2, "kernel_size": [3, 3]}, 2, "data_format",
+         "channels_last"),
+        ("UpSampling2D", {"size": [2, 2]}, 2, "data_format", "channels_last"),
+        ("Convolution2D", {"nb_filter": 2, "nb_row": 3, "nb_col": 3}, 0,
+         "data_format", "channels_first"),
+        ("LeakyReLU", {}, 1, "negative_slope", 0.3),
+        ("ThresholdedReLU", {}, 1, "threshold", 1.0),
+        ("Merge", {}, 1, "mode", None),
+        ("LSTM", {"output_dim": 3}, 1, "recurrent_activation", "legacy"),
+        ("GRU", {"units": 3}, 2, "reset_after", False),
+        ("BatchNormalization", {}, 1, "epsilon", 1e-6),
+        ("BatchNormalization", {}, 2, "epsilon", 1e-3),
+    ],
+)  # fmt: skip
+def test_the_old_defaults(class_name, config, generation, key, expected):
+    kwargs = _translated(class_name, config, generation)
+    if key == "mode":  # Keras 1's Merge defaulted to sum
+        node = layers_map._Node(class_name, dict(config, name="x"))
+        plan = layers_map.translate(node, generation, "keras_bn")
+        assert plan.cls is keras.layers.Add
+        return
+    if expected == "legacy":
+        x = np.linspace(-4, 4, 9, dtype="float32")
+        got = keras.ops.convert_to_numpy(kwargs[key](x))
+        np.testing.assert_allclose(got, np.clip(0.2 * x + 0.5, 0, 1))
+        return
+    assert kwargs[key] == expected
+
+
+def test_a_model_recording_both_orderings_needs_dim_ordering(tmp_path):
+    """A Keras 1 model whose layers record 'th' and 'tf' tells nothing for a
+    layer that records none: refused by name unless dim_ordering is given."""
+    directory, manifest, entry = _entry("keras-1.2.2-theano", "upsampling2d")
+    config = json.loads((directory / entry["files"]["json"]).read_text())
+    for index, ordering in ((1, "th"), (2, "tf")):
+        pool = {"name": f"identity_{ordering}", "pool_size": [1, 1], "strides": [1, 1],
+                "border_mode": "valid", "dim_ordering": ordering}  # fmt: skip
+        config["config"].insert(index, {"class_name": "MaxPooling2D", "config": pool})
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(legacy.LegacyFileError, match="dim_ordering") as caught:
+        _load(path, weights=directory / entry["files"]["weights"])
+    assert caught.value.field == "dim_ordering"

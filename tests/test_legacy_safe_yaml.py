@@ -92,3 +92,13 @@ def test_without_pyyaml_the_message_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_yaml)
     with pytest.raises(legacy.LegacyFileError, match="pip install pyyaml"):
         load_yaml("value: 1\n")
+
+
+@pytest.mark.parametrize("text", ["[" * 5000 + "]" * 5000, "a:\n" + "".join(
+    " " * (2 * i) + f"k{i}:\n" for i in range(1, 3000)
+)])  # fmt: skip
+def test_nesting_deeper_than_python_allows_is_refused(text):
+    """PyYAML builds by recursion: a document nested thousands deep is a
+    LegacyFileError, not a RecursionError."""
+    with pytest.raises(legacy.LegacyFileError):
+        load_yaml(text, "deep.yaml")
