@@ -475,26 +475,18 @@ def _pairs(value, rank, name, a):
     return tuple(_tuple(item, 2) for item in value)
 
 
-@_translates("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D")
-def _zero_padding(a, plan, context):
+@_translates(
+    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+    "Cropping1D", "Cropping2D", "Cropping3D",
+)  # fmt: skip
+def _pad_or_crop(a, plan, context):
     rank = _rank(context.class_name)
+    key = "padding" if context.class_name.startswith("ZeroPadding") else "cropping"
     plan.cls = getattr(keras.layers, context.class_name)
-    padding = _pairs(a.get("padding", default=1), rank, "padding", a)
-    plan.kwargs = dict(padding=padding)
+    plan.kwargs = {key: _pairs(a.get(key, default=1), rank, key, a)}
     if rank > 1:
         plan.kwargs["data_format"] = _data_format(a, context, rank)
-    plan.channels_first = False  # a pad runs channels-first everywhere
-
-
-@_translates("Cropping1D", "Cropping2D", "Cropping3D")
-def _cropping(a, plan, context):
-    rank = _rank(context.class_name)
-    plan.cls = getattr(keras.layers, context.class_name)
-    cropping = _pairs(a.get("cropping", default=1), rank, "cropping", a)
-    plan.kwargs = dict(cropping=cropping)
-    if rank > 1:
-        plan.kwargs["data_format"] = _data_format(a, context, rank)
-    plan.channels_first = False
+    plan.channels_first = False  # a pad or a crop runs channels-first everywhere
 
 
 @_translates("UpSampling1D", "UpSampling2D", "UpSampling3D")
