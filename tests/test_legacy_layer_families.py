@@ -333,3 +333,18 @@ def test_a_model_recording_both_orderings_needs_dim_ordering(tmp_path):
     with pytest.raises(legacy.LegacyFileError, match="dim_ordering") as caught:
         _load(path, weights=directory / entry["files"]["weights"])
     assert caught.value.field == "dim_ordering"
+
+
+def test_a_deconvolution_s_declared_output_shape_is_checked(tmp_path):
+    """Keras 1's Deconvolution2D declared its output_shape: one that Keras
+    3's Conv2DTranspose does not compute is refused by name."""
+    directory, manifest, entry = _entry("keras-1.2.2-theano", "deconv2d")
+    config = json.loads((directory / entry["files"]["json"]).read_text())
+    deconv = config["config"][1]["config"]
+    assert deconv["output_shape"][2] == 15
+    deconv["output_shape"][2] = 16
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(legacy.LegacyFileError, match="output shape") as caught:
+        _load(path, weights=directory / entry["files"]["weights"], dim_ordering="th")
+    assert caught.value.layer == deconv["name"]
