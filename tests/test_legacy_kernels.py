@@ -124,6 +124,12 @@ def test_the_config_tells_the_dim_ordering(tmp_path, rng):
     model = keras.Sequential([keras.Input((5, 5, 3)), keras.layers.Conv2D(3, 3)])
     legacy.load_weights(model, path)
     np.testing.assert_allclose(model.layers[0].get_weights()[0], kernel, rtol=1e-6)
+    # The caller's dim_ordering comes first (load_weights' docstring): it
+    # overrides the config's.
+    legacy.load_weights(model, path, dim_ordering="th")
+    np.testing.assert_allclose(
+        model.layers[0].get_weights()[0], np.transpose(kernel, (2, 3, 1, 0)), rtol=1e-6
+    )
 
 
 def test_a_backend_that_contradicts_the_file_is_refused(tmp_path, rng):

@@ -321,8 +321,9 @@ def load_weights(
             the file, for files that do not tell it (Keras 0.x) and hold
             convolutions: Theano's kernels are flipped.
         dim_ordering: ``"th"`` or ``"tf"``, the ``dim_ordering`` of a Keras
-            0.x/1.x file's convolutions, where neither its config nor the
-            kernels' shapes tell.
+            0.x/1.x file's convolutions, for files where neither the config
+            nor the kernels' shapes tell; given, it comes before the
+            config's.
 
     Raises:
         LegacyFileError: (a ValueError) the file cannot be read, its layout
