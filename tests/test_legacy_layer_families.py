@@ -348,3 +348,19 @@ def test_a_deconvolution_s_declared_output_shape_is_checked(tmp_path):
     with pytest.raises(legacy.LegacyFileError, match="output shape") as caught:
         _load(path, weights=directory / entry["files"]["weights"], dim_ordering="th")
     assert caught.value.layer == deconv["name"]
+
+
+def test_a_sequence_of_any_length(tmp_path):
+    """A recurrent model declared for sequences of any length
+    (batch_input_shape [None, None, 4]) is rebuilt so, and predicts what
+    the release did on the fixture's length."""
+    directory, manifest, entry = _entry("keras-2.2.4-tensorflow", "lstm")
+    config = json.loads((directory / entry["files"]["json"]).read_text())
+    first = config["config"]["layers"][0]["config"]
+    assert first["batch_input_shape"] == [None, 5, 4]
+    first["batch_input_shape"] = [None, None, 4]
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(config))
+    model = _load(path, weights=directory / entry["files"]["weights"])
+    assert model.input_shape == (None, None, 4)
+    assert _close(model, np.load(directory / entry["files"]["npz"])) <= 1e-4
