@@ -503,3 +503,30 @@ def test_from_1_0_8_every_backend_kept_a_variance(version, form):
     from keras_bn.legacy.releases import version_form
 
     assert version_form(version, None, ".".join(map(str, version))) == form
+
+
+def test_an_epsilon_passed_is_not_reported_as_assumed():
+    """The warning about an assumed default epsilon names the layers whose
+    epsilon was assumed; one passed by the caller is not."""
+    import warnings
+    from pathlib import Path
+
+    real = Path(__file__).resolve().parent / "fixtures" / "real" / "keras-1.0.8-theano"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = legacy.load_model(
+            real / "dense.json", weights=real / "dense.weights.h5"
+        )
+    weights = real / "dense.weights.h5"
+    for epsilon, warned in (
+        (None, True),
+        (1e-5, False),
+        ({"batchnormalization_1": 1e-5}, True),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            legacy.load_weights(model, weights, keras_version="1.0.8", epsilon=epsilon)
+        assumed = [w for w in caught if "does not record the epsilon" in str(w.message)]
+        assert bool(assumed) == warned, (epsilon, [str(w.message) for w in caught])
+        if isinstance(epsilon, dict):
+            assert "batchnormalization_1'" not in str(assumed[0].message)
