@@ -115,10 +115,6 @@ FUNCTIONAL = [
 ]  # fmt: skip
 
 
-def _graph_edit(function):
-    return lambda config: function(config)
-
-
 GRAPH_CASES = [
     ("input-without-name", lambda c: c["input_config"][0].pop("name"),
      "input_config", None),

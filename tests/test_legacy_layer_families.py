@@ -26,6 +26,7 @@ import pytest
 from keras_bn import legacy
 from keras_bn.cli import main
 from keras_bn.legacy import layers_map
+from keras_bn.legacy.architecture import Node
 
 ROOT = Path(__file__).resolve().parent / "fixtures" / "real_zoo"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "legacy_models.md"
@@ -276,7 +277,7 @@ def test_theano_s_shifted_same_padding_is_refused(tmp_path, directory_name):
 
 
 def _translated(class_name, config, generation=2, dim_ordering=None):
-    node = layers_map._Node(class_name, dict(config, name="x"))
+    node = Node("x", class_name, dict(config, name="x"), [])
     plan = layers_map.translate(node, generation, "keras_bn", dim_ordering)
     assert plan.problems == []
     return plan.kwargs
@@ -307,7 +308,7 @@ def _translated(class_name, config, generation=2, dim_ordering=None):
 def test_the_old_defaults(class_name, config, generation, key, expected):
     kwargs = _translated(class_name, config, generation)
     if key == "mode":  # Keras 1's Merge defaulted to sum
-        node = layers_map._Node(class_name, dict(config, name="x"))
+        node = Node("x", class_name, dict(config, name="x"), [])
         plan = layers_map.translate(node, generation, "keras_bn")
         assert plan.cls is keras.layers.Add
         return

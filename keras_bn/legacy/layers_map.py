@@ -17,6 +17,7 @@ import keras
 
 from keras_bn.batch_normalization import BatchNormalization
 from keras_bn.legacy.activations import OLD_MEANINGS
+from keras_bn.legacy.architecture import Node
 from keras_bn.legacy.errors import short_repr as _short
 
 __all__ = ["Plan", "translate"]
@@ -660,19 +661,14 @@ def _inner(a, plan, context):
     if not isinstance(inner, dict) or not isinstance(inner.get("config"), dict):
         a.refuse("layer", f"wrapped layer {_short(inner)}")
         return None
-    node = _Node(str(inner.get("class_name")), dict(inner["config"]))
+    config = dict(inner["config"])
+    node = Node(str(config.get("name")), str(inner.get("class_name")), config, [])
     inner_plan = translate(
         node, context.generation, context.target, context.dim_ordering
     )
     for field, message in inner_plan.problems:
         a.refuse(f"layer.{field}", message)
     return inner_plan
-
-
-@dataclasses.dataclass
-class _Node:
-    class_name: str
-    config: dict
 
 
 @_translates("TimeDistributed")
