@@ -1,39 +1,19 @@
-"""keras_bn: the 2015 Keras BatchNormalization layer on Keras 3."""
+"""keras_bn: the 2015 Keras BatchNormalization layer on Keras 3.
 
+The public names load on first use (PEP 562), so that what needs no Keras
+(``keras-bn --help``, ``--version``, ``inspect``, `keras_bn.legacy.reading`)
+starts without importing Keras and its backend. Keras' registry still learns
+keras_bn's classes as soon as Keras is there: at once if Keras is already
+imported, else the moment it is (`_registration`), so that ``import
+keras_bn`` before ``keras.saving.load_model`` works as it always has.
+"""
+
+import importlib
 import os
 
+from keras_bn import _registration
+
 __version__ = "0.1.0"
-
-try:
-    from keras_bn import convert, legacy
-    from keras_bn.batch_normalization import BatchNormalization
-    from keras_bn.folding import fold_batchnorm
-    from keras_bn.statistics import recompute_statistics
-except ModuleNotFoundError as error:
-    # Keras imports its backend when it is imported: TensorFlow, unless
-    # KERAS_BACKEND names another. Without it the package still imports, so
-    # that `keras-bn --help` and `--version` work; every use says what to do.
-    if error.name not in ("tensorflow", "jax", "torch"):
-        raise
-    NO_BACKEND = (
-        f"Keras cannot import its backend ({error.name}, "
-        + (
-            "named by KERAS_BACKEND"
-            if os.environ.get("KERAS_BACKEND")
-            else "the default when KERAS_BACKEND is not set"
-        )
-        + '): install it, e.g. pip install "keras-bn[jax]" (or [tensorflow], '
-        "[torch]), and set KERAS_BACKEND=jax (or tensorflow, torch) to the one "
-        "installed."
-    )
-
-    def __getattr__(name):
-        if name in __all__:
-            raise ImportError(f"keras_bn.{name}: {NO_BACKEND}")
-        raise AttributeError(f"module 'keras_bn' has no attribute {name!r}")
-
-else:
-    NO_BACKEND = None
 
 __all__ = [
     "BatchNormalization",
@@ -42,3 +22,51 @@ __all__ = [
     "legacy",
     "recompute_statistics",
 ]
+
+# Each public name and the module that defines it.
+_HOMES = {
+    "BatchNormalization": "keras_bn.batch_normalization",
+    "convert": "keras_bn.convert",
+    "fold_batchnorm": "keras_bn.folding",
+    "legacy": "keras_bn.legacy",
+    "recompute_statistics": "keras_bn.statistics",
+}
+
+
+def _backend_advice(error):
+    """The one-line advice for a `ModuleNotFoundError` of Keras' backend, or
+    None when ``error`` is about another module."""
+    if error.name not in ("tensorflow", "jax", "torch"):
+        return None
+    named = (
+        "named by KERAS_BACKEND"
+        if os.environ.get("KERAS_BACKEND")
+        else "the default when KERAS_BACKEND is not set"
+    )
+    return (
+        f"Keras cannot import its backend ({error.name}, {named}): install it, "
+        'e.g. pip install "keras-bn[jax]" (or [tensorflow], [torch]), and set '
+        "KERAS_BACKEND=jax (or tensorflow, torch) to the one installed."
+    )
+
+
+def __getattr__(name):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'keras_bn' has no attribute {name!r}")
+    try:
+        module = importlib.import_module(_HOMES[name])
+    except ModuleNotFoundError as error:
+        advice = _backend_advice(error)
+        if advice is None:
+            raise
+        raise ImportError(f"keras_bn.{name}: {advice}") from error
+    value = module if _HOMES[name] == f"keras_bn.{name}" else getattr(module, name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
+
+
+_registration.register_when_keras_loads()

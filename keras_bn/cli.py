@@ -48,35 +48,15 @@ def _inspect(path):
     from keras_bn.legacy import releases
 
     weights = legacy.read_weights(path)
-    form, epsilon = weights.batch_norm_form()
+    generation = releases.family(weights)
     lines = [
         f"file:          {weights.path}",
         f"format:        {legacy.FORMATS[weights.format]}"
         + (", whole model" if weights.whole_model else ""),
         f"Keras version: {weights.keras_version or 'not recorded'}",
         f"backend:       {weights.backend or 'not recorded'}",
-        "BatchNormalization fourth array: "
-        + (
-            f"{_FORMS[form]}, default epsilon {epsilon:g}"
-            if form
-            else 'not told by the file: load with running_std="std" or "variance"'
-        ),
-    ]
-    own = [
-        name
-        for name, (class_name, _) in weights.layer_configs.items()
-        if releases.is_keras_bn_class(class_name)
-    ]
-    if own:
-        lines.append(
-            f"keras_bn layers {own}: standard deviation, (x - mean) / "
-            "(running_std + epsilon), each with its config's epsilon"
-        )
-    generation = releases.family(weights)
-    lines += [
-        f"mode 1 (samplewise): {releases.samplewise_formula(generation)}",
-        "convolution kernels: "
-        + releases.kernel_conversion(generation, weights.backend),
+        *_batch_norm_lines(weights, generation),
+        *_kernel_lines(weights, generation),
         "",
     ]
     rows = [("layer", "array", "shape", "dtype")]
@@ -98,6 +78,101 @@ def _inspect(path):
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
         )
     return lines
+
+
+def _batch_norm_lines(weights, generation):
+    """What the file's BatchNormalization arrays mean: the release's reading
+    of the fourth array, then each layer's epsilon and mode where the file
+    has a model config, and the samplewise formula where a layer (or, with
+    no config, possibly a layer) computed it."""
+    from keras_bn.legacy import releases
+
+    form, default = weights.batch_norm_form()
+    if form is None:
+        return [
+            "BatchNormalization fourth array: not told by the file: load with "
+            'running_std="std" or "variance"'
+        ]
+    lines = [f"BatchNormalization fourth array: {_FORMS[form]}"]
+    names = [
+        name
+        for name, (class_name, _) in weights.layer_configs.items()
+        if releases.is_batch_norm_class(class_name)
+    ]
+    sources = {
+        name: releases.batch_norm_source(weights, name, ("auto", None, None))
+        for name in names
+    }
+    if not sources:
+        told = "" if weights.layer_configs else " (the file records no epsilon)"
+        lines.append(
+            f"BatchNormalization epsilon: the release's default {default:g}{told}"
+        )
+    for name, source in sources.items():
+        epsilon = (
+            f"epsilon {source.epsilon:g} from its config"
+            if source.epsilon_origin == "config"
+            else f"epsilon not recorded: the release's default {source.epsilon:g}"
+        )
+        meaning = "" if source.form == form else f", {_FORMS[source.form]}"
+        mode = "" if source.mode is None else f", mode {source.mode}"
+        lines.append(f"  {name}: {epsilon}{mode}{meaning}")
+    samplewise = releases.samplewise_formula(generation)
+    if any(source.mode == 1 for source in sources.values()):
+        lines.append(f"mode 1 (samplewise): {samplewise}")
+    elif not weights.layer_configs and generation in (0, 1):
+        lines.append(f"mode 1 (samplewise), where a layer used it: {samplewise}")
+    return lines
+
+
+def _kernel_lines(weights, generation):
+    """Each convolution kernel of the file (every array of rank 3 or more),
+    with what loading does to it: its layout and whether it is flipped."""
+    kernels = [
+        (layer.name, name)
+        for layer in weights.layers
+        for name, array in zip(layer.weight_names, layer.arrays)
+        if array.ndim >= 3
+    ]
+    if not kernels:
+        return ["convolution kernels: none"]
+    lines = ["convolution kernels:"]
+    for layer, name in kernels:
+        config = weights.layer_configs.get(layer, ("", {}))[1]
+        lines.append(
+            f"  {layer} {name}: "
+            + _kernel_layout(generation, config.get("dim_ordering"))
+            + "; "
+            + _kernel_flip(weights.backend, name)
+        )
+    return lines
+
+
+def _kernel_layout(generation, dim_ordering):
+    if generation is None or generation >= 2:
+        return "Keras 3's layout, kept"
+    if dim_ordering == "th":
+        return "channels-first (dim_ordering 'th'), transposed to Keras 3's layout"
+    if dim_ordering == "tf":
+        return "channels-last (dim_ordering 'tf'), Keras 3's layout"
+    return (
+        "layout not recorded: channels-first or -last as the model's shapes "
+        "tell (else pass --dim-ordering)"
+    )
+
+
+def _kernel_flip(backend, array_name):
+    if backend is None:
+        return "backend not recorded: flipped only with --backend theano"
+    if backend != "theano":
+        return f"not flipped ({backend} computed a cross-correlation, as Keras 3)"
+    # A separable or depthwise layer's first kernel, named so by every
+    # release that had them.
+    if "depthwise" in array_name:
+        return (
+            "not flipped (Keras 2's Theano backend reversed depthwise kernels itself)"
+        )
+    return "flipped in its spatial axes (Theano computed a true convolution)"
 
 
 def _same_file(first, second):
@@ -308,9 +383,7 @@ def main(argv=None):
     )
     arguments = parser.parse_args(argv)
     source = arguments.file if arguments.command == "inspect" else arguments.old
-    if keras_bn.NO_BACKEND is not None:
-        return _error(keras_bn.NO_BACKEND)
-    from keras_bn import legacy
+    from keras_bn import legacy  # reading files needs no Keras
 
     try:
         if arguments.command == "inspect":
@@ -322,6 +395,12 @@ def main(argv=None):
                 arguments.keras_version, arguments.channels_first,
                 arguments.dim_ordering, arguments.overwrite,
             )  # fmt: skip
+    except ModuleNotFoundError as error:
+        # Only convert imports Keras, and with it the backend.
+        advice = keras_bn._backend_advice(error)
+        if advice is None:
+            return _error(f"{source}: {type(error).__name__}: {error}")
+        return _error(advice)
     except legacy.LegacyFileError as error:
         if arguments.command == "convert":
             return _error(_in_option_terms(str(error)))

@@ -18,6 +18,8 @@ from legacy_fixtures import EXAMPLES, example_arrays
 import keras_bn
 from keras_bn.cli import main
 
+REAL = Path(__file__).resolve().parent / "fixtures" / "real"
+
 
 @pytest.fixture
 def arrays(rng):
@@ -54,11 +56,8 @@ def test_inspect_every_fixture(tmp_path, capsys, arrays, example):
     "example, meaning",
     [
         ("keras0_sequential", "standard deviation"),
-        (
-            "keras1_model_1.0.7_theano",
-            "(sqrt(variance) + epsilon), default epsilon 1e-06",
-        ),
-        ("keras2_weights", "sqrt(variance + epsilon), default epsilon 0.001"),
+        ("keras1_model_1.0.7_theano", "(sqrt(variance) + epsilon)"),
+        ("keras2_weights", "sqrt(variance + epsilon)"),
         ("keras1_weights_std", 'running_std="std" or "variance"'),
     ],
 )
@@ -75,6 +74,99 @@ def test_inspect_tells_what_the_fourth_array_is(
         if line.startswith("BatchNormalization fourth array:")
     ]
     assert meaning in line
+
+
+ZOO = REAL.parent / "real_zoo"
+
+# Whole-model files of the real releases: BatchNormalization with the
+# default and another epsilon, in mode 0 and 1, and convolutions of every
+# kind on both backends.
+INSPECTED = [
+    *(REAL / "keras-1.2.2-tensorflow" / f"{name}.model.h5"
+      for name in ("dense", "dense_eps", "dense_mode1")),
+    REAL / "keras-1.0.8-theano" / "conv2d_cf.model.h5",
+    *(ZOO / release / f"{name}.model.h5"
+      for release in ("keras-1.2.2-theano", "keras-2.2.4-theano",
+                      "keras-2.2.4-tensorflow")
+      for name in ("conv2d_rect", "lstm")),
+    # Keras 1 had separable convolutions on TensorFlow only.
+    ZOO / "keras-1.2.2-tensorflow" / "separable2d.model.h5",
+    ZOO / "keras-2.2.4-theano" / "separable2d.model.h5",
+    ZOO / "keras-2.2.4-theano" / "depthwise2d.model.h5",
+]  # fmt: skip
+
+
+def _file_facts(path):
+    """What the file itself says, read with h5py and json alone:
+    ``{batch-normalization layer: (epsilon, mode)}``, each kernel's ``(layer,
+    array name)`` (arrays of rank 3 or more), the layers' dim_ordering, the
+    backend (from the release folder's name) and the Keras major version."""
+    with h5py.File(path, "r") as f:
+        config = json.loads(f.attrs["model_config"])
+        group = f["model_weights"]
+        kernels = []
+        for layer in group.attrs["layer_names"]:
+            layer = layer.decode()
+            for name in group[layer].attrs["weight_names"]:
+                name = name.decode()
+                if group[layer][name].ndim >= 3:
+                    kernels.append((layer, name))
+    layers = config["config"]
+    layers = layers["layers"] if isinstance(layers, dict) else layers
+    norms = {
+        layer["config"]["name"]: (
+            layer["config"]["epsilon"],
+            layer["config"].get("mode", 0),
+        )
+        for layer in layers
+        if layer["class_name"] == "BatchNormalization"
+    }
+    orderings = {
+        layer["config"]["name"]: layer["config"].get("dim_ordering") for layer in layers
+    }
+    release = path.parent.name
+    major = int(release.split("-")[1].split(".")[0])
+    return norms, kernels, orderings, release.rsplit("-", 1)[1], major
+
+
+@pytest.mark.parametrize("path", INSPECTED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_inspect_tells_each_layers_epsilon_mode_and_kernels(capsys, path):
+    norms, kernels, orderings, backend, major = _file_facts(path)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    for name, (epsilon, mode) in norms.items():
+        assert f"  {name}: epsilon {epsilon:g} from its config, mode {mode}\n" in out
+    # The samplewise formula is told only where a layer computed it.
+    assert ("mode 1 (samplewise)" in out) == any(m == 1 for _, m in norms.values())
+    lines = [line for line in out.splitlines() if line.startswith("  ")]
+    told = {}
+    for layer, name in kernels:
+        (line,) = [x for x in lines if x.startswith(f"  {layer} {name}: ")]
+        told[name] = line
+        if backend == "theano" and "depthwise" not in name:
+            assert "; flipped in its spatial axes" in line
+        else:
+            assert "not flipped" in line
+        if major >= 2:
+            assert "Keras 3's layout, kept" in line
+        elif orderings[layer] == "th":
+            assert "channels-first (dim_ordering 'th'), transposed" in line
+        else:
+            assert "channels-last (dim_ordering 'tf')" in line
+    if not kernels:
+        assert "convolution kernels: none" in out
+
+
+def test_inspect_without_a_config_says_the_epsilon_is_the_default(tmp_path, capsys):
+    path = ZOO / "keras-2.2.4-theano" / "conv2d_rect.weights.h5"
+    main(["inspect", str(path)])
+    out = capsys.readouterr().out
+    # Keras 2's default epsilon, as its BatchNormalization's signature has it.
+    assert (
+        "BatchNormalization epsilon: the release's default 0.001 "
+        "(the file records no epsilon)"
+    ) in out
+    assert "mode 1" not in out  # Keras 2 had no samplewise mode
 
 
 def test_inspect_lists_layers_without_weights(tmp_path, capsys, arrays):
@@ -150,7 +242,6 @@ def test_python_dash_m_and_the_entry_point(tmp_path, arrays):
 
 # -- keras-bn convert ------------------------------------------------------------
 
-REAL = Path(__file__).resolve().parent / "fixtures" / "real"
 
 # (release directory, model, files, batch normalization): a Keras 1.x
 # whole-model channels-first convolution, a Keras 0.x convolution from JSON +
@@ -332,10 +423,15 @@ def test_without_a_backend(tmp_path):
     result = cli("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"keras-bn {keras_bn.__version__}"
-    result = cli("inspect", str(tmp_path / "any.h5"))
+    # Reading a file needs no backend; rebuilding a model does.
+    model = REAL / "keras-1.2.2-tensorflow" / "dense.model.h5"
+    result = cli("inspect", str(model))
+    assert result.returncode == 0 and "batchnormalization_2" in result.stdout
+    result = cli("convert", str(model), str(tmp_path / "new.keras"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert "KERAS_BACKEND" in line and "keras-bn[jax]" in line
+    assert not (tmp_path / "new.keras").exists()
     result = subprocess.run(
         [sys.executable, "-c", "from keras_bn import BatchNormalization"],
         capture_output=True, text=True, env=env, timeout=300,
@@ -343,6 +439,45 @@ def test_without_a_backend(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("ImportError: ")
     assert "KERAS_BACKEND" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-c", "from keras_bn.legacy import load_model"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "KERAS_BACKEND" in result.stderr.strip().splitlines()[-1]
+
+
+# What each command imports, seen from a fresh interpreter.
+IMPORTED = """
+import sys
+from keras_bn.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(sorted({"keras", "tensorflow", "jax", "torch"} & set(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv, needs_keras",
+    [
+        (["--help"], False),
+        (["--version"], False),
+        (["inspect", str(REAL / "keras-1.0.8-theano" / "conv2d_cf.model.h5")], False),
+        (["convert", "absent.h5", "new.keras"], True),
+    ],
+    ids=["help", "version", "inspect", "convert"],
+)
+def test_only_convert_imports_keras(tmp_path, argv, needs_keras):
+    """--help, --version and inspect start in well under a second because
+    they import neither Keras nor a backend; convert needs both."""
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTED, *argv],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    imported = result.stdout.strip().splitlines()[-1]
+    assert ("'keras'" in imported) == needs_keras, result.stdout + result.stderr
 
 
 def test_convert_writes_through_a_temporary_file_in_the_destination(

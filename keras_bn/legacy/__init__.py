@@ -23,10 +23,39 @@ the target layer: a std for `keras_bn.BatchNormalization`, a variance for
 `keras.layers.BatchNormalization`.
 """
 
-from keras_bn.legacy.assign import load_weights
+import importlib
+
+import keras_bn
 from keras_bn.legacy.errors import LegacyFileError
-from keras_bn.legacy.models import load_model
 from keras_bn.legacy.reading import FORMATS, LegacyLayer, LegacyWeights, read_weights
+
+# Reading a file needs h5py and NumPy only (``keras-bn inspect`` starts in
+# well under a second); loading into a model needs Keras, imported when
+# these are first used.
+_NEED_KERAS = {
+    "load_model": "keras_bn.legacy.models",
+    "load_weights": "keras_bn.legacy.assign",
+}
+
+
+def __getattr__(name):
+    if name not in _NEED_KERAS:
+        raise AttributeError(f"module 'keras_bn.legacy' has no attribute {name!r}")
+    try:
+        module = importlib.import_module(_NEED_KERAS[name])
+    except ModuleNotFoundError as error:
+        advice = keras_bn._backend_advice(error)
+        if advice is None:
+            raise
+        raise ImportError(f"keras_bn.legacy.{name}: {advice}") from error
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "FORMATS",
