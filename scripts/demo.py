@@ -10,14 +10,21 @@ working directory).
     python scripts/demo.py [--steps N] [--seed S] [--output FILE.png]
 
 The backend is Keras' own choice: set KERAS_BACKEND to tensorflow (the
-default), jax or torch. Needs scikit-learn and matplotlib
-(``pip install keras-bn[demo]``).
+default), jax or torch. TensorFlow's native start-up log is left out of the
+output (`native_log`, beside this script); errors from it are shown.
+
+Runs from a clone of the repository (the scripts are not part of the
+installed package) with scikit-learn and matplotlib: in the clone,
+pip install -e ".[demo,tensorflow]" (".[notebooks,tensorflow]" for the
+notebooks as well).
 """
 
 import argparse
 import os
 import sys
 import time
+
+from native_log import quiet_native_log
 
 TARGET_ACCURACY = 0.95
 LABEL_WIDTH = 14
@@ -39,7 +46,11 @@ def non_negative_int(text):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        # The first paragraph, and the last: what the demo needs.
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n")[-1],
+    )
     parser.add_argument(
         "--steps",
         type=positive_int,
@@ -101,9 +112,10 @@ def print_table(records):
 def main(argv=None):
     args = parse_args(argv)
     # Imported after parsing, so that --help answers without loading a backend.
-    import keras
-    from figure1 import FIGURE1_NETWORKS, compare
-    from figure1_plot import plot_figure1
+    with quiet_native_log():
+        import keras
+        from figure1 import FIGURE1_NETWORKS, compare
+        from figure1_plot import plot_figure1
 
     printed_tenths = {}
 

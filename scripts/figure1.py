@@ -1,9 +1,11 @@
 """The paper's MNIST experiment (its Figure 1) on scikit-learn's digits.
 
-Ioffe and Szegedy (2015) train a network of 3 fully connected hidden layers
-of 100 sigmoid units, with and without Batch Normalization before each
-nonlinearity, and plot (a) the test accuracy over training and (b, c) the
-15th, 50th and 85th percentiles of one sigmoid's input. This module runs the
+Ioffe and Szegedy, "Batch Normalization: Accelerating Deep Network Training
+by Reducing Internal Covariate Shift" (2015, arXiv:1502.03167), train a
+network of 3 fully connected hidden layers of 100 sigmoid units, with and
+without Batch Normalization before each nonlinearity, and plot (a) the test
+accuracy over training and (b, c) the 15th, 50th and 85th percentiles of one
+sigmoid's input. This module runs the
 same experiment on the 1,797 8x8 images of ``sklearn.datasets.load_digits``,
 small enough for a CPU: it is the one implementation behind
 ``scripts/demo.py`` and the notebooks (data, networks, training);
@@ -17,8 +19,9 @@ The set-up (docs/semantics.md, "The paper's MNIST experiment"): inputs scaled to
 bias before a Batch Normalization (its ``beta`` takes the bias's place), a
 softmax output, SGD with learning rate 0.5 and batches of 60.
 
-scikit-learn is an optional extra (``pip install keras-bn[demo]``): it is
-imported inside the function that needs it.
+scikit-learn is an optional extra (in a clone of the repository,
+``pip install -e ".[demo]"``): it is imported inside the function that needs
+it.
 """
 
 import dataclasses

@@ -6,8 +6,8 @@ input over training. Used by ``scripts/demo.py`` and
 ``notebooks/02_internal_covariate_shift.ipynb``, from this folder as
 `figure1` is.
 
-matplotlib is an optional extra (``pip install keras-bn[demo]``): it is
-imported inside `plot_figure1`.
+matplotlib is an optional extra (in a clone of the repository,
+``pip install -e ".[demo]"``): it is imported inside `plot_figure1`.
 """
 
 from figure1 import PERCENTILES, TrainingRecord

@@ -6,6 +6,7 @@ pass over the trained weights (with the seed formulas of tests/reference.py),
 and from Keras' stock BatchNormalization; training runs a few dozen steps.
 """
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -29,6 +30,7 @@ DEMO = os.path.join(SCRIPTS, "demo.py")
 sys.path.insert(0, SCRIPTS)
 import figure1  # noqa: E402
 from figure1_plot import plot_figure1  # noqa: E402
+from native_log import is_start_up_chatter, quiet_native_log  # noqa: E402
 
 
 def stock_batch_normalization():
@@ -430,13 +432,18 @@ def test_plot_figure1_rejects_bad_records(records, error):
 # -- scripts/demo.py ----------------------------------------------------------
 
 
-def run_demo(*arguments, cwd):
+def run_demo(*arguments, cwd, backend=BACKEND, python_path=None):
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    if python_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(python_path), os.environ.get("PYTHONPATH")])
+        )
     return subprocess.run(
         [sys.executable, DEMO, *arguments],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={**os.environ, "KERAS_BACKEND": BACKEND},
+        env=env,
         timeout=300,
     )
 
@@ -482,3 +489,105 @@ def test_demo_rejects_bad_options(tmp_path, arguments, message):
     result = run_demo(*arguments, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+# -- scripts/native_log.py: the demo's and the notebooks' quiet start ---------
+
+# TensorFlow's own start-up lines, as it prints them on a machine without a
+# GPU, and in the format of TensorFlow 2.15 and before.
+START_UP_LOG = [
+    "WARNING: All log messages before absl::InitializeLog() is called are "
+    "written to STDERR",
+    "I0000 00:00:1796498585.465752   32278 cudart_stub.cc:31] Could not find "
+    "cuda drivers on your machine, GPU will not be used.",
+    "I0000 00:00:1796498585.520117   32278 cpu_feature_guard.cc:227] This "
+    "TensorFlow binary is optimized to use available CPU instructions in "
+    "performance-critical operations.",
+    "To enable the following instructions: AVX2 FMA, in other operations, "
+    "rebuild TensorFlow with the appropriate compiler flags.",
+    "E0000 00:00:1796498675.964745    1084 cuda_platform.cc:52] failed call to "
+    "cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
+    "W0000 00:00:1796498675.964745    1084 gpu_device.cc:2344] Cannot dlopen "
+    "some GPU libraries.",
+    "2024-01-31 12:00:00.123456: E external/local_xla/xla/stream_executor/"
+    "cuda/cuda_dnn.cc:9261] Unable to register cuDNN factory: Attempting to "
+    "register factory for plugin cuDNN when one has already been registered",
+    "2024-01-31 12:00:00.123456: I tensorflow/core/util/port.cc:113] oneDNN "
+    "custom operations are on.",
+]
+NOT_START_UP_LOG = [
+    "E0000 00:00:1796498675.964745    1084 op_kernel.cc:1830] OP_REQUIRES "
+    "failed at example.cc:12 : RESOURCE_EXHAUSTED: out of memory",
+    "F0000 00:00:1796498675.964745    1084 port.cc:1] Check failed: ok",
+    "2024-01-31 12:00:00.123456: E tensorflow/core/example.cc:1] a real error",
+    "/path/module.py:3: UserWarning: something a user should read",
+    "ImportError: libtensorflow_framework.so.2: cannot open shared object file",
+]
+
+
+@pytest.mark.parametrize("line", START_UP_LOG)
+def test_start_up_chatter_is_recognized(line):
+    assert is_start_up_chatter(line + "\n")
+
+
+@pytest.mark.parametrize("line", NOT_START_UP_LOG)
+def test_errors_and_python_output_are_not_start_up_chatter(line):
+    assert not is_start_up_chatter(line + "\n")
+
+
+def test_quiet_native_log_shows_only_what_is_not_chatter(capfd):
+    with quiet_native_log():
+        os.write(2, "".join(line + "\n" for line in START_UP_LOG).encode())
+        os.write(2, NOT_START_UP_LOG[0].encode() + b"\n")
+    os.write(2, b"after the block\n")
+    assert capfd.readouterr().err.splitlines() == [
+        NOT_START_UP_LOG[0],
+        "after the block",
+    ]
+
+
+def test_quiet_native_log_shows_everything_when_the_block_raises(capfd):
+    with pytest.raises(ImportError, match="no such library"):
+        with quiet_native_log():
+            os.write(2, "".join(line + "\n" for line in START_UP_LOG).encode())
+            raise ImportError("no such library")
+    assert capfd.readouterr().err.splitlines() == START_UP_LOG
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None, reason="needs TensorFlow"
+)
+def test_demo_starts_without_tensorflows_native_log(tmp_path):
+    result = run_demo(
+        "--steps", "1", "--output", "fig.png", cwd=tmp_path, backend="tensorflow"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The demo's own progress is all its stderr holds.
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("Training on scikit-learn's digits with the tensorflow")
+    assert all(re.match(r"  .*: step ", line) for line in lines[1:]), lines
+    for text in ("absl", "cudart_stub", "cuInit", "cpu_feature_guard", "AVX"):
+        assert text not in result.stderr
+
+
+def test_demo_shows_why_the_backend_failed_to_import(tmp_path):
+    # A TensorFlow whose native library is missing: it logs on descriptor 2,
+    # as the C++ side would, then fails to import.
+    package = tmp_path / "broken" / "tensorflow"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "import os\n"
+        "os.write(2, b'W0000 00:00:1.5 7 loader.cc:9] a native warning\\n')\n"
+        "raise ImportError('libtensorflow_cc.so.2: cannot open shared object')\n"
+    )
+    result = run_demo(
+        "--steps", "1", cwd=tmp_path, backend="tensorflow", python_path=package.parent
+    )
+    assert result.returncode == 1
+    # What the native side said before the failure, then Python's traceback.
+    assert "loader.cc:9] a native warning" in result.stderr
+    assert result.stderr.rstrip().endswith(
+        "ImportError: libtensorflow_cc.so.2: cannot open shared object"
+    )
+    assert result.stdout == ""
