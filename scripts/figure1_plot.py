@@ -17,7 +17,7 @@ __all__ = ["plot_figure1"]
 PANEL_LETTERS = "bcdefghij"
 
 
-def plot_figure1(records, path=None, target_accuracy=0.95):
+def plot_figure1(records, path=None, target_accuracy=0.95, overlaid=()):
     """The paper's Figure 1 from `TrainingRecord`s.
 
     Panel (a): test accuracy against training steps (a log axis, since the
@@ -30,6 +30,10 @@ def plot_figure1(records, path=None, target_accuracy=0.95):
         records: Dict from a label to a `TrainingRecord`.
         path: Optional file name to save the figure to (PNG by its suffix).
         target_accuracy: Where to draw the dashed line in panel (a).
+        overlaid: Labels of records whose accuracy is expected to follow
+            another's (a cross-check): in panel (a) they are drawn dashed, on
+            top of the other curves, which are drawn wider, so that both of
+            two coinciding curves show.
 
     Returns:
         The `matplotlib.figure.Figure` (made without pyplot, so it is not
@@ -46,6 +50,11 @@ def plot_figure1(records, path=None, target_accuracy=0.95):
                 f"records: the value for {label!r} must be a TrainingRecord, "
                 f"got {type(record).__name__}."
             )
+    if isinstance(overlaid, str) or not set(overlaid) <= set(records):
+        raise ValueError(
+            f"overlaid: expected labels of records, some of {list(records)}, "
+            f"got {overlaid!r}."
+        )
     from matplotlib.figure import Figure
 
     with_percentiles = {
@@ -56,18 +65,23 @@ def plot_figure1(records, path=None, target_accuracy=0.95):
     panels = 1 + len(with_percentiles)
     figure = Figure(figsize=(4.2 * panels, 3.6), layout="constrained")
     axes = figure.subplots(1, panels, squeeze=False)[0]
-    _plot_accuracy(axes[0], records, target_accuracy)
+    _plot_accuracy(axes[0], records, target_accuracy, overlaid)
     _plot_percentiles(axes[1:], with_percentiles)
     if path is not None:
         figure.savefig(path, dpi=100)
     return figure
 
 
-def _plot_accuracy(axes, records, target_accuracy):
+def _plot_accuracy(axes, records, target_accuracy, overlaid):
     """Panel (a): every record's test accuracy against training steps."""
     for label, record in records.items():
+        if label in overlaid:
+            style = dict(linestyle="--", zorder=3)
+        else:
+            # Wide enough to show on both sides of a dashed curve on top.
+            style = dict(linewidth=2.5) if overlaid else {}
         # Step 0 has no place on a log axis.
-        axes.plot(record.steps[1:], record.test_accuracy[1:], label=label)
+        axes.plot(record.steps[1:], record.test_accuracy[1:], label=label, **style)
     axes.axhline(target_accuracy, color="gray", linestyle="--", linewidth=1)
     axes.set_xscale("log")
     axes.set_xlabel("training steps")

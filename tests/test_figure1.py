@@ -420,6 +420,19 @@ def test_plot_figure1_draws_accuracy_and_percentile_panels(tmp_path):
     assert image.shape[:2] == (360, 1260)
 
 
+def test_plot_figure1_draws_overlaid_records_dashed_on_top():
+    steps = [0, 21, 42]
+    records = {
+        "with BN": make_record(steps, [0.1, 0.9, 0.97], None),
+        "stock": make_record(steps, [0.1, 0.9, 0.97], None),
+    }
+    ours, stock = plot_figure1(records, overlaid=["stock"]).axes[0].get_lines()[:2]
+    # Two coinciding curves: the dashed one on top, the other showing around it.
+    assert stock.get_linestyle() == "--" and ours.get_linestyle() == "-"
+    assert stock.get_zorder() > ours.get_zorder()
+    assert ours.get_linewidth() > stock.get_linewidth()
+
+
 @pytest.mark.parametrize(
     "records, error",
     [({}, ValueError), ([1], ValueError), ({"a": (1, 2)}, TypeError)],
@@ -427,6 +440,13 @@ def test_plot_figure1_draws_accuracy_and_percentile_panels(tmp_path):
 def test_plot_figure1_rejects_bad_records(records, error):
     with pytest.raises(error, match="records"):
         plot_figure1(records)
+
+
+@pytest.mark.parametrize("overlaid", [["other"], "with BN"])
+def test_plot_figure1_rejects_overlaid_labels_not_in_records(overlaid):
+    records = {"with BN": make_record([0, 21], [0.1, 0.9], None)}
+    with pytest.raises(ValueError, match="overlaid"):
+        plot_figure1(records, overlaid=overlaid)
 
 
 # -- scripts/demo.py ----------------------------------------------------------
