@@ -46,14 +46,19 @@ import numpy as np  # noqa: E402
 
 from keras_bn import BatchNormalization  # noqa: E402
 
+if args.steps < 1:
+    raise SystemExit("--steps must be at least 1")
 if args.batch_size % args.devices:
     raise SystemExit("--batch-size must be a multiple of --devices")
 synchronized = backend == "tensorflow" and not args.unsynchronized
 split = figure1.load_split(seed=args.seed)
 x_train, y_train = split.x_train, split.y_train
-steps_per_epoch = len(x_train) // args.batch_size
-x_train = x_train[: steps_per_epoch * args.batch_size]
-y_train = y_train[: steps_per_epoch * args.batch_size]
+# Whole global batches only (each splits evenly over the devices), cycled in
+# order until there are --steps of them: one epoch of exactly that many steps.
+steps_per_pass = len(x_train) // args.batch_size
+x_train = x_train[: steps_per_pass * args.batch_size]
+y_train = y_train[: steps_per_pass * args.batch_size]
+cycled = np.arange(args.steps * args.batch_size) % len(x_train)
 keras.utils.set_random_seed(args.seed)
 
 
@@ -87,12 +92,11 @@ else:
     )
 
 print(f"Training {args.steps} steps, global batch {args.batch_size}: {how}")
-epochs = max(1, args.steps // steps_per_epoch)
 model.fit(
-    x_train,
-    y_train,
+    x_train[cycled],
+    y_train[cycled],
     batch_size=args.batch_size,
-    epochs=epochs,
+    epochs=1,
     shuffle=False,
     verbose=2,
 )
