@@ -10,14 +10,15 @@ is a notebook's file name, with or without ``.ipynb`` (``01_quickstart``).
 Each notebook runs in a kernel of this Python environment ("python3", which
 Jupyter resolves to the running interpreter), from notebooks/ as Jupyter runs
 it, on the TensorFlow backend unless --backend says otherwise: the committed
-copies, and the numbers notebook 02's text quotes, are TensorFlow's.
+copies, and the numbers notebook 02's text quotes, are TensorFlow's. The
+outputs are stored as the kernel printed them: the notebooks keep
+TensorFlow's native start-up log out themselves (scripts/native_log.py).
 tests/test_notebooks.py executes them again and checks the committed copies.
 A notebook whose run fails is left as it was.
 """
 
 import argparse
 import os
-import re
 import sys
 import time
 
@@ -31,22 +32,6 @@ NOTEBOOK_DIR = os.path.join(
 BACKENDS = ("tensorflow", "jax", "torch")
 # Per cell; the slowest cell (notebook 02's training) takes about a minute.
 CELL_TIMEOUT_S = 600
-
-# TensorFlow's C++ start-up log (oneDNN, CUDA, CPU features) reaches the
-# kernel's stderr before Python can silence it, and says nothing about the
-# notebook: it is left out of the stored outputs.
-NATIVE_LOG_LINE = re.compile(
-    r"[IWEF]\d{4} |WARNING: All log messages before absl|"
-    r"To enable the following instructions|$"
-)
-
-
-def is_native_log(output):
-    return (
-        output.output_type == "stream"
-        and output.name == "stderr"
-        and all(NATIVE_LOG_LINE.match(line) for line in output.text.splitlines())
-    )
 
 
 def notebook_paths(names):
@@ -73,9 +58,6 @@ def execute(path):
         kernel_name="python3",
         resources={"metadata": {"path": NOTEBOOK_DIR}},
     ).execute()
-    for cell in notebook.cells:
-        if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs if not is_native_log(o)]
     nbformat.write(notebook, path)
 
 

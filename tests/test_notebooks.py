@@ -11,6 +11,7 @@ nothing. `python scripts/run_notebooks.py` refreshes the committed outputs.
 
 import asyncio
 import os
+import re
 
 import pytest
 
@@ -34,6 +35,15 @@ NOTEBOOKS = sorted(name for name in os.listdir(NOTEBOOK_DIR) if name.endswith(".
 NOTEBOOK_TIMEOUT_S = 300
 
 
+# TensorFlow's native start-up log, which the notebooks keep out of their
+# first cell (scripts/native_log.py); nothing filters it from the outputs.
+NATIVE_START_UP_LOG = re.compile(
+    r"absl::InitializeLog|cudart_stub|cuInit|cpu_feature_guard"
+    r"|To enable the following instructions|^[IWEF]\d{4} [\d:.]+\s+\d+ ",
+    re.MULTILINE,
+)
+
+
 def read(name):
     return nbformat.read(os.path.join(NOTEBOOK_DIR, name), as_version=4)
 
@@ -44,6 +54,18 @@ def code_cells(notebook):
 
 def has_image(cell):
     return any("image/png" in output.get("data", {}) for output in cell.outputs)
+
+
+def native_start_up_log(notebook):
+    """The stderr outputs that hold TensorFlow's native start-up log."""
+    return [
+        output.text
+        for cell in code_cells(notebook)
+        for output in cell.outputs
+        if output.output_type == "stream"
+        and output.name == "stderr"
+        and NATIVE_START_UP_LOG.search(output.text)
+    ]
 
 
 def test_the_notebooks_are_there():
@@ -61,6 +83,11 @@ def test_committed_notebook_was_run_top_to_bottom(name):
     assert [cell.execution_count for cell in cells] == list(range(1, len(cells) + 1))
     for cell in cells:
         assert not any(output.output_type == "error" for output in cell.outputs)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_holds_no_native_start_up_log(name):
+    assert native_start_up_log(read(name)) == []
 
 
 # Figure 1; mode 0 against mode 1.
@@ -89,3 +116,5 @@ def test_notebook_executes(name):
     # A plot committed in a cell is drawn again there.
     for before, after in zip(code_cells(committed), code_cells(notebook)):
         assert has_image(after) or not has_image(before), before.source
+    # A fresh kernel starts TensorFlow quietly.
+    assert native_start_up_log(notebook) == []
