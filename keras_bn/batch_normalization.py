@@ -3,6 +3,8 @@
 import contextlib
 import functools
 import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -149,31 +151,33 @@ class BatchNormalization(keras.layers.Layer):
         - [Ioffe and Szegedy, 2015](https://arxiv.org/abs/1502.03167).
     """
 
+    built: bool  # set by keras.layers.Layer
+
     def __init__(
         self,
-        input_shape=None,
-        epsilon=1e-6,
-        mode=0,
-        momentum=0.9,
-        weights=None,
+        input_shape: Sequence[int] | None = None,
+        epsilon: float = 1e-6,
+        mode: int = 0,
+        momentum: float = 0.9,
+        weights: Sequence[Any] | None = None,
         *,
-        axis=None,
-        center=True,
-        scale=True,
-        gamma_initializer="ones",
-        beta_initializer="zeros",
-        running_mean_initializer="zeros",
-        running_std_initializer="ones",
-        gamma_regularizer=None,
-        beta_regularizer=None,
-        gamma_constraint=None,
-        beta_constraint=None,
-        synchronized=False,
-        virtual_batch_size=None,
-        samplewise_epsilon_in_root=False,
-        skip_non_finite=False,
-        **kwargs,
-    ):
+        axis: int | Sequence[int] | None = None,
+        center: bool = True,
+        scale: bool = True,
+        gamma_initializer: str | keras.initializers.Initializer = "ones",
+        beta_initializer: str | keras.initializers.Initializer = "zeros",
+        running_mean_initializer: str | keras.initializers.Initializer = "zeros",
+        running_std_initializer: str | keras.initializers.Initializer = "ones",
+        gamma_regularizer: str | keras.regularizers.Regularizer | None = None,
+        beta_regularizer: str | keras.regularizers.Regularizer | None = None,
+        gamma_constraint: str | keras.constraints.Constraint | None = None,
+        beta_constraint: str | keras.constraints.Constraint | None = None,
+        synchronized: bool = False,
+        virtual_batch_size: int | None = None,
+        samplewise_epsilon_in_root: bool = False,
+        skip_non_finite: bool = False,
+        **kwargs: Any,
+    ) -> None:
         input_shape, self.epsilon, self.mode, self.momentum, self.axis = (
             _validation.seed_arguments(input_shape, epsilon, mode, momentum, axis)
         )
@@ -221,14 +225,14 @@ class BatchNormalization(keras.layers.Layer):
             )
         self.input_shape = input_shape
         self.supports_masking = True
-        self._input_recorder = None
+        self._input_recorder: Callable[[Any, Any], None] | None = None
         self._initial_weights = weights
         if input_shape is not None:
             self.build((None, *input_shape))
 
     # -- building ----------------------------------------------------------
 
-    def feature_axes(self, ndim):
+    def feature_axes(self, ndim: int) -> tuple[int, ...]:
         """The feature axes for inputs of rank ``ndim``: sorted, positive.
 
         The axes the layer keeps one statistic (and one ``gamma``, ``beta``)
@@ -236,7 +240,7 @@ class BatchNormalization(keras.layers.Layer):
         ``ValueError`` where ``axis`` does not fit that rank."""
         return _validation.feature_axes(self.axis, ndim)
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         if self.built:
             # Built at construction from input_shape; a second build (as
             # Keras' loader does) must not create the weights again.
@@ -296,7 +300,7 @@ class BatchNormalization(keras.layers.Layer):
         return input_shape
 
     @property
-    def reduction_axes(self):
+    def reduction_axes(self) -> tuple[int, ...]:
         """The axes a built layer takes its statistics over: the batch axis
         and every axis that is not a feature axis (sorted, positive)."""
         if not self.built:
@@ -307,7 +311,9 @@ class BatchNormalization(keras.layers.Layer):
         return self._reduction_axes
 
     @contextlib.contextmanager
-    def record_inputs(self, record):
+    def record_inputs(
+        self, record: Callable[[Any, Any], None]
+    ) -> Iterator["BatchNormalization"]:
         """Within the ``with`` block, every call of the layer first passes
         ``record(x, mask)`` what it is about to normalize, in either phase:
         ``x``, the inputs cast to the dtype the statistics are computed in,
@@ -353,14 +359,14 @@ class BatchNormalization(keras.layers.Layer):
         for variable, array in zip(self._ordered_weights(), arrays):
             variable.assign(array.astype(_validation.numpy_dtype(variable.dtype)))
 
-    def get_weights(self):
+    def get_weights(self) -> list[np.ndarray]:
         """Returns ``[gamma, beta, running_mean, running_std]`` as NumPy arrays
         (without gamma or beta when ``scale`` or ``center`` is off)."""
         if not self.built:
             return []
         return [np.array(v.numpy()) for v in self._ordered_weights()]
 
-    def set_weights(self, weights):
+    def set_weights(self, weights: Sequence[Any]) -> None:
         """Sets ``[gamma, beta, running_mean, running_std]`` (without gamma or
         beta when ``scale`` or ``center`` is off). Everything is checked before
         anything is assigned: a failed call leaves the layer as it was."""
@@ -462,7 +468,7 @@ class BatchNormalization(keras.layers.Layer):
 
     # -- serialization -----------------------------------------------------
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {

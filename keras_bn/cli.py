@@ -30,6 +30,7 @@ import signal
 import sys
 import tempfile
 import warnings
+from collections.abc import Sequence
 
 import keras_bn
 
@@ -309,7 +310,7 @@ def _error(message):
     return 1
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line.
 
     Args:

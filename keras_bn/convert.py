@@ -12,6 +12,8 @@ the weights over so that the two layers agree at inference for every input:
 legacy file loader (`keras_bn.legacy`) uses it too.
 """
 
+from typing import Any
+
 import keras
 import numpy as np
 
@@ -28,8 +30,13 @@ SOURCE_FORMS = ("std", "variance", "theano_variance")
 
 
 def convert_running_statistic(
-    fourth, form, epsilon, target_form, target_epsilon, label
-):
+    fourth: Any,
+    form: str,
+    epsilon: float,
+    target_form: str,
+    target_epsilon: float,
+    label: str,
+) -> np.ndarray:
     """The fourth array of a target layer that normalizes as the source did.
 
     Args:
@@ -143,7 +150,7 @@ def _build_for_axis(layer, rank, axis, size):
     layer.build(tuple(shape))
 
 
-def from_keras(layer):
+def from_keras(layer: keras.layers.BatchNormalization) -> BatchNormalization:
     """A `keras_bn.BatchNormalization` equal at inference to a stock layer.
 
     ``running_std = sqrt(moving_variance + epsilon) - epsilon``, both
@@ -187,7 +194,9 @@ def from_keras(layer):
     return converted
 
 
-def to_keras(layer, *, epsilon=None):
+def to_keras(
+    layer: BatchNormalization, *, epsilon: float | None = None
+) -> keras.layers.BatchNormalization:
     """A `keras.layers.BatchNormalization` equal at inference to a keras_bn one.
 
     ``moving_variance = (running_std + e)**2 - epsilon``, with ``e`` the
@@ -254,7 +263,9 @@ def to_keras(layer, *, epsilon=None):
     return converted
 
 
-def from_torch(module, *, axis=1, momentum=None):
+def from_torch(
+    module: Any, *, axis: int = 1, momentum: float | None = None
+) -> BatchNormalization:
     """A `keras_bn.BatchNormalization` equal at inference to a PyTorch one.
 
     PyTorch keeps ``running_var`` and normalizes with ``sqrt(running_var +

@@ -10,6 +10,7 @@ predictions with one layer fewer per folded Batch Normalization.
 """
 
 import dataclasses
+from typing import Literal, overload
 
 import keras
 import numpy as np
@@ -37,11 +38,21 @@ class FoldReport:
         unfolded: Batch Normalization name -> why it was left as it is.
     """
 
-    folded: dict
-    unfolded: dict
+    folded: dict[str, str]
+    unfolded: dict[str, str]
 
 
-def fold_batchnorm(model, *, return_report=False):
+@overload
+def fold_batchnorm(
+    model: keras.Model, *, return_report: Literal[False] = False
+) -> keras.Model: ...
+@overload
+def fold_batchnorm(
+    model: keras.Model, *, return_report: Literal[True]
+) -> tuple[keras.Model, FoldReport]: ...
+def fold_batchnorm(
+    model: keras.Model, *, return_report: bool = False
+) -> keras.Model | tuple[keras.Model, FoldReport]:
     """An inference copy of ``model`` with its Batch Normalizations folded.
 
     Every `keras_bn.BatchNormalization` (mode 0) and

@@ -10,6 +10,7 @@ layer (``torch.optim.swa_utils.update_bn``); Keras has nothing.
 import contextlib
 import math
 import warnings
+from typing import Any
 
 import keras
 import numpy as np
@@ -128,7 +129,9 @@ def _keras_bn_layers(layer):
             yield from _keras_bn_layers(inner)
 
 
-def recompute_statistics(model, data, *, batch_size=32, verbose=1):
+def recompute_statistics(
+    model: keras.layers.Layer, data: Any, *, batch_size: int = 32, verbose: int = 1
+) -> None:
     """Recomputes every keras_bn layer's running estimates from data.
 
     Each `keras_bn.BatchNormalization` in ``model`` (nested layers and

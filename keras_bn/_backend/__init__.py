@@ -94,7 +94,7 @@ REPLACED = {
 
 # backend name -> its module here, imported on first use only: importing
 # keras_bn must not import PyTorch or TensorFlow for another backend.
-_modules = {}
+_modules: dict[str, object] = {}
 
 
 def replacement(operation):

@@ -11,7 +11,9 @@ has passed is anything assigned: all or nothing.
 import dataclasses
 import math
 import numbers
+import os
 import warnings
+from collections.abc import Mapping
 
 import keras
 
@@ -264,15 +266,15 @@ def _attributes(step):
 
 
 def load_weights(
-    model,
-    path,
+    model: keras.Model,
+    path: str | os.PathLike[str],
     *,
-    running_std="auto",
-    epsilon=None,
-    keras_version=None,
-    backend=None,
-    dim_ordering=None,
-):
+    running_std: str = "auto",
+    epsilon: float | Mapping[str, float] | None = None,
+    keras_version: str | None = None,
+    backend: str | None = None,
+    dim_ordering: str | None = None,
+) -> None:
     """Loads a Keras 0.x, 1.x or 2.x HDF5 file into a Keras 3 model.
 
     The file's layers that hold arrays go into the model's layers that hold

@@ -12,6 +12,8 @@ class name it reads (`_TRANSLATORS`); a name not registered is refused.
 
 import dataclasses
 import math
+from collections.abc import Callable
+from typing import Any
 
 import keras
 
@@ -130,7 +132,7 @@ def _is_empty(value):
     )
 
 
-_TRANSLATORS = {}
+_TRANSLATORS: dict[str, Callable[..., Any]] = {}
 
 
 def _translates(*class_names):

@@ -13,6 +13,8 @@ import dataclasses
 import os
 import sys
 import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import keras
 
@@ -36,11 +38,11 @@ class Rebuilt:
     the assumptions that `load_weights` warned of (the others are the
     report's fixed lines), which `load_model` warns of again."""
 
-    model: object
-    layers: list
-    conversions: list
-    assumptions: list
-    warned: list = dataclasses.field(default_factory=list)
+    model: keras.Model
+    layers: list[str]
+    conversions: list[str]
+    assumptions: list[str]
+    warned: list[str] = dataclasses.field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -371,9 +373,17 @@ def _describe(arch, plans, held, options, transpose):
     return layers, conversions, assumptions
 
 
-def rebuild(path, *, weights=None, batch_normalization="keras_bn",
-            channels_first="auto", keras_version=None, backend=None,
-            dim_ordering=None, substitutes=None):  # fmt: skip
+def rebuild(
+    path: str | os.PathLike[str],
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    batch_normalization: str = "keras_bn",
+    channels_first: str = "auto",
+    keras_version: str | None = None,
+    backend: str | None = None,
+    dim_ordering: str | None = None,
+    substitutes: Mapping[str, Callable[..., Any]] | None = None,
+) -> Rebuilt:
     """The `Rebuilt` model and its report; see `load_model`. Warnings that
     `load_weights` raises are recorded in ``assumptions``."""
     if batch_normalization not in ("keras_bn", "keras"):
@@ -434,9 +444,17 @@ def rebuild(path, *, weights=None, batch_normalization="keras_bn",
     return Rebuilt(model, layers, conversions, assumptions + warned, warned)
 
 
-def load_model(path, *, weights=None, batch_normalization="keras_bn",
-               channels_first="auto", keras_version=None, backend=None,
-               dim_ordering=None, substitutes=None):  # fmt: skip
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    batch_normalization: str = "keras_bn",
+    channels_first: str = "auto",
+    keras_version: str | None = None,
+    backend: str | None = None,
+    dim_ordering: str | None = None,
+    substitutes: Mapping[str, Callable[..., Any]] | None = None,
+) -> keras.Model:
     """An old Keras model (0.x, 1.x, 2.x) as a built Keras 3 model with its
     weights, computing at inference what the old release computed.
 

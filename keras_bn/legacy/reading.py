@@ -22,6 +22,7 @@ import json
 import numbers
 import os
 import zipfile
+from typing import Any
 
 import h5py
 import numpy as np
@@ -56,8 +57,8 @@ class LegacyLayer:
     """
 
     name: str
-    weight_names: tuple
-    arrays: tuple
+    weight_names: tuple[str, ...]
+    arrays: tuple[np.ndarray, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,11 +87,13 @@ class LegacyWeights:
     keras_version: str | None
     backend: str | None
     whole_model: bool
-    model_config: dict | None
-    layers: tuple
-    layer_configs: dict = dataclasses.field(default_factory=dict, compare=False)
+    model_config: dict[str, Any] | None
+    layers: tuple[LegacyLayer, ...]
+    layer_configs: dict[str, tuple[str, dict[str, Any]]] = dataclasses.field(
+        default_factory=dict, compare=False
+    )
 
-    def batch_norm_form(self):
+    def batch_norm_form(self) -> tuple[str | None, float | None]:
         """What the file's BatchNormalization arrays mean, as far as the file
         tells.
 
@@ -108,7 +111,7 @@ class LegacyWeights:
             return None, None
 
 
-def read_weights(path):
+def read_weights(path: str | os.PathLike[str]) -> LegacyWeights:
     """Reads a Keras 0.x, 1.x or 2.x HDF5 weights or whole-model file.
 
     Args:
