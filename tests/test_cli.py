@@ -465,7 +465,10 @@ print(sorted({"keras", "tensorflow", "jax", "torch"} & set(sys.modules)))
         (["--help"], False),
         (["--version"], False),
         (["inspect", str(REAL / "keras-1.0.8-theano" / "conv2d_cf.model.h5")], False),
-        (["convert", "absent.h5", "new.keras"], True),
+        # A subprocess that imports Keras and its backend: seconds.
+        pytest.param(
+            ["convert", "absent.h5", "new.keras"], True, marks=pytest.mark.slow
+        ),
     ],
     ids=["help", "version", "inspect", "convert"],
 )

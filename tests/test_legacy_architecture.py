@@ -311,6 +311,7 @@ def test_a_huge_epsilon_in_a_whole_model_file(tmp_path):
         np.testing.assert_array_equal(old, new)
 
 
+@pytest.mark.slow  # two minutes: every crafted case above has a fast test of its own
 @pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="the parser is the same on every backend"
 )
