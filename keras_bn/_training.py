@@ -12,18 +12,20 @@ from keras import ops
 from keras_bn import functional
 
 
-def train(layer, x, gamma, beta, epsilon, mask):
+def train(layer, x, gamma, beta, epsilon, mask, reference=None):
     """Training output, the statistics for the running estimates, and, with
     a mask or ``skip_non_finite``, how many positions each statistic saw
-    (else None). Ghost batches when the layer has a ``virtual_batch_size``."""
+    (else None). Ghost batches when the layer has a ``virtual_batch_size``.
+    ``reference``: with ``renorm``, the ``(mean, std)`` estimates that Batch
+    Renormalization corrects the batch's statistics towards."""
     if layer.virtual_batch_size is not None:
-        return _train_ghost_batches(layer, x, gamma, beta, epsilon, mask)
-    return _train(layer, x, gamma, beta, epsilon, mask, layer.reduction_axes)
+        return _train_ghost_batches(layer, x, gamma, beta, epsilon, mask, reference)
+    return _train(layer, x, gamma, beta, epsilon, mask, layer.reduction_axes, reference)
 
 
-def _train(layer, x, gamma, beta, epsilon, mask, reduction_axes):
+def _train(layer, x, gamma, beta, epsilon, mask, reduction_axes, reference=None):
     across = functional.sum_across_replicas if layer.synchronized else None
-    if layer.mode == 0 and mask is None and across is None:
+    if layer.mode == 0 and mask is None and across is None and reference is None:
         y, mean, std = functional.featurewise_train(
             x, gamma, beta, reduction_axes, epsilon
         )
@@ -39,7 +41,14 @@ def _train(layer, x, gamma, beta, epsilon, mask, reduction_axes):
         mask,
         across,
     )
-    if layer.mode == 0:
+    if reference is not None:
+        # r and d are constants to autodiff, as in the paper: it
+        # differentiates through mean and std only.
+        r, d = functional.renorm_correction(
+            mean, std, *reference, epsilon, layer.renorm_clipping
+        )
+        y = functional.renormalize(x, gamma, beta, mean, std, r, d, epsilon)
+    elif layer.mode == 0:
         # Autodiff differentiates through mean and std here.
         y = functional.normalize_inference(x, gamma, beta, mean, std, epsilon)
     else:
@@ -77,7 +86,7 @@ def _finite_statistics(x, epsilon, mask, reduction_axes, across):
     return mean, std, count
 
 
-def _train_ghost_batches(layer, x, gamma, beta, epsilon, mask):
+def _train_ghost_batches(layer, x, gamma, beta, epsilon, mask, reference=None):
     """Ghost batch normalization: statistics over each run of
     ``virtual_batch_size`` samples; the running estimates follow the mean
     of the ghost batches' statistics (weighted by their unmasked counts
@@ -96,15 +105,19 @@ def _train_ghost_batches(layer, x, gamma, beta, epsilon, mask):
     if mask is not None:
         mask = split(ops.broadcast_to(mask, ops.shape(x)))
     axes = tuple(a + 1 for a in layer.reduction_axes)
+    # The parameters (and renorm's reference estimates) broadcast over the
+    # ghost-batch axis.
+    if reference is not None:
+        reference = tuple(ops.expand_dims(value, 0) for value in reference)
     y, mean, std, count = _train(
         layer,
         split(x),
-        # The parameters broadcast over the ghost-batch axis.
         ops.expand_dims(gamma, 0),
         ops.expand_dims(beta, 0),
         epsilon,
         mask,
         axes,
+        reference,
     )
     y = ops.reshape(y, ops.shape(x))
     if count is None:
@@ -147,29 +160,34 @@ def broadcastable_mask(mask, x):
 
 
 def update_running(layer, mean, std, count=None, nonempty=None):
-    """The seed's update. A feature that the batch gave no position for
-    (``count`` 0: masked, or non-finite with ``skip_non_finite``) keeps its
-    running estimates, as do all features when ``nonempty`` (a scalar
-    boolean tensor) is false; with ``skip_non_finite``, so does a feature
-    whose statistics still came out non-finite (sums beyond the dtype's
-    range)."""
+    """The seed's update, of the running estimates with ``momentum`` (and,
+    with ``renorm_momentum``, of renorm's own with that). A feature that the
+    batch gave no position for (``count`` 0: masked, or non-finite with
+    ``skip_non_finite``) keeps its estimates, as do all features when
+    ``nonempty`` (a scalar boolean tensor) is false; with
+    ``skip_non_finite``, so does a feature whose statistics still came out
+    non-finite (sums beyond the dtype's range)."""
     running = (layer.running_mean, layer.running_std)
     batch_values = [
         functional.detached_like(value, variable.value)
         for value, variable in zip((mean, std), running)
     ]
-    momentum = functional.constant_like(layer.momentum, batch_values[0])
     keep = None if count is None else ops.reshape(count, running[0].shape) > 0
     if layer.skip_non_finite:
         finite = ops.logical_and(*(ops.isfinite(v) for v in batch_values))
         keep = finite if keep is None else ops.logical_and(keep, finite)
     if nonempty is not None:
         keep = nonempty if keep is None else ops.logical_and(keep, nonempty)
-    for variable, batch_value in zip(running, batch_values):
-        # The variable's value, not the variable: arithmetic on a Keras
-        # variable is a Keras op, on its tensor the backend's own.
-        value = variable.value
-        updated = functional.moving_average(value, batch_value, momentum)
-        if keep is not None:
-            updated = ops.where(keep, updated, value)
-        variable.assign(updated)
+    groups = [(running, layer.momentum)]
+    if layer.renorm_momentum is not None:
+        groups.append(((layer.renorm_mean, layer.renorm_std), layer.renorm_momentum))
+    for variables, rate in groups:
+        momentum = functional.constant_like(rate, batch_values[0])
+        for variable, batch_value in zip(variables, batch_values):
+            # The variable's value, not the variable: arithmetic on a Keras
+            # variable is a Keras op, on its tensor the backend's own.
+            value = variable.value
+            updated = functional.moving_average(value, batch_value, momentum)
+            if keep is not None:
+                updated = ops.where(keep, updated, value)
+            variable.assign(updated)

@@ -189,13 +189,12 @@ def weight_list(names, weights, dtypes):
         stored_array(name, value, dtype)
         for name, value, dtype in zip(names, weights, dtypes)
     ]
-    running_std = arrays[-1]
-    if np.any(running_std < 0):
-        raise ValueError(
-            "weights: running_std is a standard deviation and must be >= 0 "
-            f"(so that running_std + epsilon > 0), got minimum "
-            f"{running_std.min()}."
-        )
+    for name, array in zip(names, arrays):
+        if name.endswith("_std") and np.any(array < 0):
+            raise ValueError(
+                f"weights: {name} is a standard deviation and must be >= 0 "
+                f"(so that {name} + epsilon > 0), got minimum {array.min()}."
+            )
     return arrays
 
 
@@ -270,6 +269,73 @@ def option_combinations(
             f"(samplewise) only, got mode={mode}; mode 0 already takes "
             "epsilon inside the root of its std."
         )
+
+
+RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
+
+
+def renorm_arguments(renorm, renorm_clipping, renorm_momentum, mode):
+    """Batch Renormalization's arguments, checked: ``(renorm, clipping,
+    renorm_momentum)``, the clipping a dict of floats (empty: no clipping).
+    Keys and limits as Keras' own layer takes them."""
+    renorm = flag("renorm", renorm)
+    if not renorm:
+        for name, value in [
+            ("renorm_clipping", renorm_clipping),
+            ("renorm_momentum", renorm_momentum),
+        ]:
+            if value is not None:
+                raise ValueError(
+                    f"{name}: applies with renorm=True only, got {value!r} "
+                    "with renorm=False."
+                )
+        return False, None, None
+    if mode != 0:
+        raise ValueError(
+            f"renorm=True: applies to mode 0 (featurewise) only, got mode={mode}; "
+            "mode 1 normalizes each sample with its own statistics and keeps no "
+            "running estimates in its formula, and mode 2 uses the batch's in "
+            "both phases."
+        )
+    clipping = {} if renorm_clipping is None else renorm_clipping
+    if not isinstance(clipping, dict):
+        raise _fail(
+            TypeError,
+            "renorm_clipping",
+            f"None or a dict with keys among {list(RENORM_CLIPPING_KEYS)}",
+            renorm_clipping,
+        )
+    unknown = sorted(set(clipping) - set(RENORM_CLIPPING_KEYS), key=str)
+    if unknown:
+        raise ValueError(
+            f"renorm_clipping: unknown keys {unknown}; expected keys among "
+            f"{list(RENORM_CLIPPING_KEYS)}, got {renorm_clipping!r}."
+        )
+    clipping = {
+        key: number(
+            f"renorm_clipping[{key!r}]",
+            value,
+            expected="a finite number (dmax >= 0, rmin > 0)",
+            minimum=0,
+            positive=key == "rmin",
+        )
+        for key, value in clipping.items()
+        if value is not None
+    }
+    if clipping.get("rmax", math.inf) < clipping.get("rmin", 0.0):
+        raise ValueError(
+            f"renorm_clipping: rmax must be >= rmin, got rmax={clipping['rmax']} "
+            f"and rmin={clipping['rmin']}."
+        )
+    if renorm_momentum is not None:
+        renorm_momentum = number(
+            "renorm_momentum",
+            renorm_momentum,
+            expected="None or a number in [0, 1]",
+            minimum=0,
+            maximum=1,
+        )
+    return True, clipping, renorm_momentum
 
 
 def seed_arguments(input_shape, epsilon, mode, momentum, axis):

@@ -103,6 +103,25 @@ class BatchNormalization(keras.layers.Layer):
             ``gamma * (x - m) / (sqrt(var + epsilon) + epsilon) + beta``,
             in both phases, with the matching closed-form gradient. The
             running estimates update as the seed's in either case.
+        renorm: False (default) or True: Batch Renormalization (Ioffe,
+            2017), mode 0 only. In training the batch's statistics are
+            corrected towards the running estimates,
+            ``gamma * ((x - m) / (std + epsilon) * r + d) + beta`` with
+            ``r = (std + epsilon) / (running_std + epsilon)`` and
+            ``d = (m - running_mean) / (running_std + epsilon)``, clipped by
+            ``renorm_clipping`` and held constant for the gradient; unclipped,
+            that is the inference output. See docs/semantics.md.
+        renorm_clipping: None (no clipping) or a dict with any of ``rmax``,
+            ``rmin`` and ``dmax``: ``r`` is clipped to ``[rmin, rmax]``,
+            ``d`` to ``[-dmax, dmax]``. With ``renorm=True`` only.
+        renorm_momentum: None (default): ``r`` and ``d`` use the running
+            estimates themselves, updated with ``momentum``, and the weight
+            list stays the seed's. A number in [0, 1] (Keras' two-rate
+            design): ``r`` and ``d`` use estimates of their own,
+            ``renorm_mean`` and ``renorm_std``, updated with this momentum,
+            while ``running_mean`` and ``running_std`` (inference) follow
+            ``momentum``; the weight list gains ``renorm_mean`` and
+            ``renorm_std`` at its end. With ``renorm=True`` only.
         **kwargs: Base layer keyword arguments (``name``, ``dtype``,
             ``trainable``, ...).
 
@@ -121,7 +140,8 @@ class BatchNormalization(keras.layers.Layer):
     Weights:
         ``get_weights()`` returns ``[gamma, beta, running_mean,
         running_std]``, without ``gamma`` when ``scale=False`` and without
-        ``beta`` when ``center=False``.
+        ``beta`` when ``center=False``; with ``renorm_momentum``,
+        ``renorm_mean`` and ``renorm_std`` follow.
 
     Example:
 
@@ -149,6 +169,7 @@ class BatchNormalization(keras.layers.Layer):
 
     Reference:
         - [Ioffe and Szegedy, 2015](https://arxiv.org/abs/1502.03167).
+        - [Ioffe, 2017](https://arxiv.org/abs/1702.03275) (``renorm``).
     """
 
     built: bool  # set by keras.layers.Layer
@@ -176,6 +197,9 @@ class BatchNormalization(keras.layers.Layer):
         virtual_batch_size: int | None = None,
         samplewise_epsilon_in_root: bool = False,
         skip_non_finite: bool = False,
+        renorm: bool = False,
+        renorm_clipping: dict[str, float] | None = None,
+        renorm_momentum: float | None = None,
         **kwargs: Any,
     ) -> None:
         input_shape, self.epsilon, self.mode, self.momentum, self.axis = (
@@ -204,6 +228,9 @@ class BatchNormalization(keras.layers.Layer):
             "samplewise_epsilon_in_root", samplewise_epsilon_in_root
         )
         self.skip_non_finite = check.flag("skip_non_finite", skip_non_finite)
+        self.renorm, self.renorm_clipping, self.renorm_momentum = (
+            check.renorm_arguments(renorm, renorm_clipping, renorm_momentum, self.mode)
+        )
         _validation.option_combinations(
             self.mode,
             self.synchronized,
@@ -273,10 +300,12 @@ class BatchNormalization(keras.layers.Layer):
             else:
                 # Replicas' running estimates are averaged when they differ.
                 options = dict(aggregation="mean", trainable=False)
+            # renorm's own estimates start as the running estimates do.
+            initializer = name.replace("renorm_", "running_") + "_initializer"
             weight = self.add_weight(
                 shape=param_shape,
                 name=name,
-                initializer=getattr(self, f"{name}_initializer"),
+                initializer=getattr(self, initializer),
                 autocast=False,
                 **options,
             )
@@ -337,6 +366,11 @@ class BatchNormalization(keras.layers.Layer):
             (["gamma"] if self.scale else [])
             + (["beta"] if self.center else [])
             + ["running_mean", "running_std"]
+            + (
+                ["renorm_mean", "renorm_std"]
+                if self.renorm_momentum is not None
+                else []
+            )
         )
 
     def _ordered_weights(self):
@@ -448,7 +482,17 @@ class BatchNormalization(keras.layers.Layer):
             # as they are, and the (empty) output keeps its link to gamma
             # and beta, whose gradients are 0.
             return functional.as_dtype(x * gamma + beta, self.compute_dtype)
-        y, mean, std, count = _training.train(self, x, gamma, beta, epsilon, mask)
+        reference = None
+        if self.renorm:
+            # r and d correct towards the estimates before this update.
+            prefix = "running" if self.renorm_momentum is None else "renorm"
+            reference = tuple(
+                self._param(getattr(self, f"{prefix}_{name}"), dtype)
+                for name in ("mean", "std")
+            )
+        y, mean, std, count = _training.train(
+            self, x, gamma, beta, epsilon, mask, reference
+        )
         # A batch size known only at run time (TensorFlow graphs) may be 0.
         nonempty = ops.shape(x)[0] > 0 if batch is None else None
         _training.update_running(self, mean, std, count, nonempty)
@@ -495,6 +539,11 @@ class BatchNormalization(keras.layers.Layer):
                 "virtual_batch_size": self.virtual_batch_size,
                 "samplewise_epsilon_in_root": self.samplewise_epsilon_in_root,
                 "skip_non_finite": self.skip_non_finite,
+                "renorm": self.renorm,
+                "renorm_clipping": (
+                    None if self.renorm_clipping is None else dict(self.renorm_clipping)
+                ),
+                "renorm_momentum": self.renorm_momentum,
             }
         )
         return config

@@ -160,6 +160,12 @@ def from_keras(layer: keras.layers.BatchNormalization) -> BatchNormalization:
     training the two differ as their formulas do (the seed adds epsilon
     twice).
 
+    A stock layer with ``renorm=True`` becomes a renorm layer with its
+    ``renorm_clipping`` and ``renorm_momentum`` (Keras' two-rate design):
+    ``renorm_mean`` as it is, ``renorm_std = renorm_stddev - epsilon`` (so
+    that ``d`` is the stock layer's, and ``r`` differs by ``epsilon /
+    renorm_stddev``: the seed's ``r`` adds epsilon to the batch's std).
+
     Args:
         layer: A built `keras.layers.BatchNormalization`.
 
@@ -172,10 +178,18 @@ def from_keras(layer: keras.layers.BatchNormalization) -> BatchNormalization:
             f"{type(layer).__name__}."
         )
     rank = _built_input_rank(layer)
+    renorm = {}
+    if layer.renorm:
+        renorm = dict(
+            renorm=True,
+            renorm_clipping=dict(layer.renorm_clipping or {}),
+            renorm_momentum=layer.renorm_momentum,
+        )
     converted = BatchNormalization(
         epsilon=layer.epsilon,
         momentum=layer.momentum,
         axis=layer.axis,
+        **renorm,
         **_shared_options(layer),
     )
     _build_for_axis(converted, rank, layer.axis, layer.moving_mean.shape[0])
@@ -188,9 +202,14 @@ def from_keras(layer: keras.layers.BatchNormalization) -> BatchNormalization:
         converted.epsilon,
         f"Layer '{layer.name}'",
     )
-    converted.set_weights(
-        _weight_list(gamma, beta, np.asarray(layer.moving_mean.numpy()), running_std)
+    weights = _weight_list(
+        gamma, beta, np.asarray(layer.moving_mean.numpy()), running_std
     )
+    if layer.renorm:
+        renorm_std = np.asarray(layer.renorm_stddev.numpy(), "float64") - layer.epsilon
+        # Keras itself divides by max(renorm_stddev, sqrt(epsilon)).
+        weights += [np.asarray(layer.renorm_mean.numpy()), np.maximum(renorm_std, 0)]
+    converted.set_weights(weights)
     return converted
 
 
@@ -208,6 +227,13 @@ def to_keras(
         layer: A built `keras_bn.BatchNormalization`.
         epsilon: The stock layer's epsilon; default the keras_bn layer's.
             The conversion needs ``(running_std + e)**2 >= epsilon``.
+
+    A renorm layer becomes a stock one with ``renorm=True``, the same
+    clipping, and ``renorm_momentum`` the layer's (``momentum`` where it is
+    None: its ``r`` and ``d`` then follow the running estimates, which
+    Keras' two rates reproduce when equal); ``renorm_stddev`` is
+    ``renorm_std + e`` (``running_std + e`` without ``renorm_momentum``) and
+    ``moving_stddev`` ``sqrt(moving_variance + epsilon)``.
 
     Returns:
         A built `keras.layers.BatchNormalization` with the converted weights,
@@ -247,19 +273,39 @@ def to_keras(
         epsilon,
         f"Layer '{layer.name}'",
     )
+    renorm = {}
+    if layer.renorm:
+        renorm = dict(
+            renorm=True,
+            renorm_clipping=dict(layer.renorm_clipping),
+            renorm_momentum=(
+                layer.momentum
+                if layer.renorm_momentum is None
+                else layer.renorm_momentum
+            ),
+        )
     converted = keras.layers.BatchNormalization(
         axis=feature_axes[0],
         momentum=layer.momentum,
         epsilon=epsilon,
+        **renorm,
         **_shared_options(layer),
     )
     _build_for_axis(converted, rank, feature_axes[0], moving_variance.shape[0])
     gamma, beta = _affine(layer)
-    converted.set_weights(
-        _weight_list(
-            gamma, beta, np.asarray(layer.running_mean.numpy()), moving_variance
-        )
+    weights = _weight_list(
+        gamma, beta, np.asarray(layer.running_mean.numpy()), moving_variance
     )
+    if layer.renorm:
+        own = layer.renorm_momentum is not None
+        renorm_mean = layer.renorm_mean if own else layer.running_mean
+        renorm_std = layer.renorm_std if own else layer.running_std
+        weights += [
+            np.sqrt(moving_variance.astype("float64") + epsilon),
+            np.asarray(renorm_mean.numpy()),
+            np.asarray(renorm_std.numpy(), "float64") + layer.epsilon,
+        ]
+    converted.set_weights(weights)
     return converted
 
 

@@ -41,6 +41,8 @@ __all__ = [
     "keras1_batch_normalize",
     "moving_average",
     "normalize_inference",
+    "renorm_correction",
+    "renormalize",
     "samplewise_inference",
     "samplewise_normalize",
     "statistics_dtype",
@@ -154,6 +156,37 @@ def normalize_inference(x, gamma, beta, running_mean, running_std, epsilon):
         gamma, beta, running_mean, running_std, epsilon
     )
     return _multiply_add(x, scale, offset)
+
+
+def renorm_correction(mean, std, reference_mean, reference_std, epsilon, clipping):
+    """Batch Renormalization's ``r`` and ``d`` (Ioffe, 2017, Algorithm 1) in
+    the seed's terms, constants to every derivative (``stop_gradient``)::
+
+        r = clip((std + eps) / (reference_std + eps), rmin, rmax)
+        d = clip((mean - reference_mean) / (reference_std + eps), -dmax, dmax)
+
+    with the batch's ``mean`` and ``std = sqrt(var + eps)``: unclipped, the
+    training output `renormalize` gives is then the inference output with
+    the reference (running) estimates. ``clipping``: a dict with any of
+    ``rmin``, ``rmax``, ``dmax``."""
+    denominator = reference_std + epsilon
+    r = ops.stop_gradient((std + epsilon) / denominator)
+    d = ops.stop_gradient((mean - reference_mean) / denominator)
+    if "rmin" in clipping:
+        r = ops.maximum(r, clipping["rmin"])
+    if "rmax" in clipping:
+        r = ops.minimum(r, clipping["rmax"])
+    if "dmax" in clipping:
+        d = ops.clip(d, -clipping["dmax"], clipping["dmax"])
+    return r, d
+
+
+def renormalize(x, gamma, beta, mean, std, r, d, epsilon):
+    """Mode 0 in training with Batch Renormalization:
+    ``gamma * ((x - mean) / (std + eps) * r + d) + beta``, the batch's
+    ``mean`` and ``std`` corrected by `renorm_correction`'s ``r`` and ``d``
+    (one multiply-add per element, as at inference)."""
+    return normalize_inference(x, gamma * r, beta + gamma * d, mean, std, epsilon)
 
 
 def keras1_batch_normalize(x, gamma, beta, axes, epsilon, mask=None):

@@ -226,8 +226,9 @@ def _pool_layer_by_layer(model, layers, first, iterate, steps, verbose):
             # (and builds them, where the model was not built).
             model(first, training=False)
             previous = [
-                (layer, layer.running_mean.numpy(), layer.running_std.numpy())
+                (variable, variable.numpy())
                 for layer in called
+                for variable in _estimates(layer)
             ]
             progress = keras.utils.Progbar(
                 None if steps is None else steps * len(called),
@@ -246,11 +247,19 @@ def _pool_layer_by_layer(model, layers, first, iterate, steps, verbose):
                 # A known target finishes the bar by itself.
                 progress.update(done, finalize=True)
         except Exception:
-            for layer, mean, std in previous:
-                layer.running_mean.assign(mean)
-                layer.running_std.assign(std)
+            for variable, value in previous:
+                variable.assign(value)
             raise
     return called
+
+
+def _estimates(layer):
+    """The layer's estimates of the population statistics, mean then std
+    for each pair: the running ones, and renorm's own where it keeps them
+    (they estimate the same statistics, at another rate)."""
+    if layer.renorm_momentum is None:
+        return [layer.running_mean, layer.running_std]
+    return [layer.running_mean, layer.running_std, layer.renorm_mean, layer.renorm_std]
 
 
 def _assign(layer, moments):
@@ -266,5 +275,6 @@ def _assign(layer, moments):
             "its statistics would be NaN or infinite."
         )
     # Features masked out everywhere keep their estimates.
-    layer.running_mean.assign(np.where(seen, mean, layer.running_mean.numpy()))
-    layer.running_std.assign(np.where(seen, std, layer.running_std.numpy()))
+    estimates = _estimates(layer)
+    for variable, value in zip(estimates, [mean, std] * (len(estimates) // 2)):
+        variable.assign(np.where(seen, value, variable.numpy()))

@@ -50,6 +50,9 @@ def _keras_options(kwargs):
     normalizes alike (Keras' default variance of 1 where none is given and
     no running_std_initializer either, as in a config being reloaded)."""
     options = {**KERAS_DEFAULTS, **kwargs}
+    if options.get("renorm"):
+        # Keras' renorm keeps estimates of its own for r and d, at 0.99.
+        options.setdefault("renorm_momentum", 0.99)
     if "moving_mean_initializer" in options:
         options["running_mean_initializer"] = options.pop("moving_mean_initializer")
     if (

@@ -69,3 +69,23 @@ def keras1_mode2(x, gamma, beta, epsilon, reduction_axes=(0,)):
     m = x.mean(axis=reduction_axes, keepdims=True)
     var = x.var(axis=reduction_axes, keepdims=True)
     return gamma * (x - m) / np.sqrt(var + epsilon) + beta
+
+
+def renorm_train(x, gamma, beta, reference_mean, reference_std, epsilon,
+                 clipping=None, reduction_axes=(0,), mask=None):  # fmt: skip
+    """Batch Renormalization in training (Ioffe, 2017, Algorithm 1), in the
+    seed's terms: the batch's ``m`` and ``std = sqrt(var + eps)``,
+    ``r = clip((std + eps) / (reference_std + eps), rmin, rmax)``,
+    ``d = clip((m - reference_mean) / (reference_std + eps), -dmax, dmax)``,
+    output ``gamma * ((X - m) / (std + eps) * r + d) + beta``.
+
+    Returns ``(y, m, std, r, d)``."""
+    clipping = clipping or {}
+    m, std = seed_batch_statistics(x, epsilon, reduction_axes, mask)
+    r = (std + epsilon) / (reference_std + epsilon)
+    d = (m - reference_mean) / (reference_std + epsilon)
+    r = np.clip(r, clipping.get("rmin", -np.inf), clipping.get("rmax", np.inf))
+    dmax = clipping.get("dmax", np.inf)
+    d = np.clip(d, -dmax, dmax)
+    x_hat = (np.asarray(x, "float64") - m) / (std + epsilon)
+    return gamma * (x_hat * r + d) + beta, m, std, r, d

@@ -9,9 +9,10 @@ expected value is computed from keras_bn's documented formulas
 (docs/semantics.md): the std, not the variance, is the running statistic,
 and epsilon is added twice, inside the root and to the std.
 
-Not ported: ``test_renorm_*`` and ``test_serialization`` with renorm
-arguments test Batch Renormalization, which keras_bn does not have; they
-are listed below as skipped, with that reason.
+The ``test_renorm_*`` tests run against keras_bn's ``renorm``: the
+adapter gives it Keras' ``renorm_momentum=0.99``, so that r and d use
+estimates of their own as Keras' do, and the expected values follow the
+seed's form of r and d (docs/semantics.md).
 """
 
 import os
@@ -20,7 +21,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import BACKEND, to_numpy
-from keras import layers, ops
+from keras import initializers, layers, ops
 from peer_adapter import (
     PeerBatchNormalization,
     moving_variance,
@@ -280,18 +281,152 @@ def test_masked_broadcast_normalization():
     )
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "test_renorm_basics",
-        "test_renorm_invalid_clipping_keys",
-        "test_renorm_stddev_initializer",
-        "test_renorm_inference",
-        "test_renorm_correctness",
-    ],
-)
-def test_renorm(name):
-    pytest.skip(f"{name}: Batch Renormalization is not an option of keras_bn")
+@contract
+def test_renorm_basics():
+    from keras.src.testing import TestCase
+
+    case = TestCase()
+    for init_kwargs, input_shape in [
+        ({"center": True, "scale": True, "renorm": True}, (2, 3)),
+        (
+            {
+                "center": True,
+                "scale": True,
+                "renorm": True,
+                "renorm_clipping": {"rmax": 3.0, "rmin": 0.3, "dmax": 5.0},
+            },
+            (2, 4, 4, 3),
+        ),
+    ]:
+        case.run_layer_test(
+            PeerBatchNormalization,
+            init_kwargs=init_kwargs,
+            call_kwargs={"training": True},
+            input_shape=input_shape,
+            expected_output_shape=input_shape,
+            expected_num_trainable_weights=2,
+            # CHANGED: running_mean, running_std, renorm_mean, renorm_std:
+            # 4, not Keras' 5 (it keeps a moving variance and a moving
+            # stddev side by side; the seed's std is both).
+            expected_num_non_trainable_weights=4,
+            expected_num_seed_generators=0,
+            expected_num_losses=0,
+            supports_masking=True,
+        )
+
+
+def test_renorm_invalid_clipping_keys():
+    # CHANGED: keras_bn's messages name the argument their own way.
+    with pytest.raises(ValueError, match="unknown keys"):
+        peer_layer(renorm=True, renorm_clipping={"random_key": 1.0})
+    with pytest.raises(ValueError, match="rmax must be >= rmin"):
+        peer_layer(renorm=True, renorm_clipping={"rmax": 0.0, "rmin": 1.0})
+    with pytest.raises(ValueError, match="dmax"):
+        peer_layer(renorm=True, renorm_clipping={"rmax": 1.0, "dmax": -1.0})
+
+
+def test_renorm_stddev_initializer():
+    # CHANGED: renorm_std starts where running_std does, the std that
+    # normalizes as the variance initializer does: sqrt(4 + eps) - eps
+    # (Keras' moving_stddev and renorm_stddev start at sqrt(4) = 2).
+    layer = peer_layer(
+        renorm=True, moving_variance_initializer=initializers.Constant(4.0)
+    )
+    layer.build((None, 5))
+    expected = np.full((5,), std_for_variance(4.0, 1e-3))
+    np.testing.assert_allclose(to_numpy(layer.running_std), expected, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(layer.renorm_std), expected, atol=1e-6)
+
+
+def test_renorm_inference(rng):
+    # At inference time, the behaviour of both with and without renorm
+    # should be the same.
+    bn = peer_layer(renorm=False)
+    bn_renorm = peer_layer(renorm=True)
+    bn.build((None, 10))
+    bn_renorm.build((None, 10))
+    # CHANGED: keras_bn's variables; a random running std made non-negative.
+    for attr in ["gamma", "beta", "running_mean", "running_std"]:
+        value = keras.random.normal(shape=(10,))
+        getattr(bn, attr).assign(ops.abs(value) if attr == "running_std" else value)
+        getattr(bn_renorm, attr).assign(getattr(bn, attr))
+    x = rng.normal(size=(4, 10))
+    np.testing.assert_allclose(
+        to_numpy(bn(x, training=False)),
+        to_numpy(bn_renorm(x, training=False)),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+
+
+def test_renorm_correctness(rng):
+    # CHANGED: the suite's seeded generator (tests/conftest.py) for NumPy's.
+    epsilon, momentum, renorm_momentum = 1e-3, 0.9, 0.8
+    layer = peer_layer(
+        axis=-1,
+        epsilon=epsilon,
+        momentum=momentum,
+        renorm=True,
+        renorm_momentum=renorm_momentum,
+    )
+    layer.build((None, 3))
+    size = (3,)
+    init_moving_mean = rng.normal(0.0, 1.0, size=size)
+    init_moving_var = np.abs(rng.normal(1.0, 0.5, size=size))
+    init_renorm_mean = rng.normal(0.0, 1.0, size=size)
+    init_renorm_stddev = np.abs(rng.normal(1.0, 0.5, size=size))
+    init_gamma = rng.normal(1.0, 0.1, size=size)
+    init_beta = rng.normal(0.0, 0.1, size=size)
+    # CHANGED: keras_bn's variables, each running std the one that
+    # normalizes as Keras' variance or divides as Keras' stddev does
+    # (renorm_std + eps = renorm_stddev).
+    init_running_std = std_for_variance(init_moving_var, epsilon)
+    init_renorm_std = init_renorm_stddev - epsilon
+    layer.running_mean.assign(init_moving_mean)
+    layer.running_std.assign(init_running_std)
+    layer.renorm_mean.assign(init_renorm_mean)
+    layer.renorm_std.assign(init_renorm_std)
+    layer.gamma.assign(init_gamma)
+    layer.beta.assign(init_beta)
+
+    x = np.array(
+        [[4.0, 6.0, 2.0], [8.0, -2.0, 5.0], [6.0, 4.0, 3.0]],
+        dtype="float32",
+    )
+    # CHANGED: the seed's form (docs/semantics.md): the batch's std is
+    # sqrt(var + eps) as Keras', divided with eps added once more, and
+    # r = (std + eps) / (renorm_std + eps), d = (mean - renorm_mean) /
+    # (renorm_std + eps).
+    batch_mean, batch_stddev = (s[0] for s in seed_batch_statistics(x, epsilon))
+    r = (batch_stddev + epsilon) / (init_renorm_std + epsilon)
+    d = (batch_mean - init_renorm_mean) / (init_renorm_std + epsilon)
+    expected_output = (
+        ((x - batch_mean) / (batch_stddev + epsilon)) * r + d
+    ) * init_gamma + init_beta
+    actual_output = layer(x, training=True)
+    np.testing.assert_allclose(to_numpy(actual_output), expected_output, atol=1e-5)
+
+    # Verify moving statistics.
+    expected_renorm_mean = init_renorm_mean * renorm_momentum + batch_mean * (
+        1 - renorm_momentum
+    )
+    np.testing.assert_allclose(
+        to_numpy(layer.renorm_mean), expected_renorm_mean, atol=1e-5
+    )
+    expected_renorm_std = init_renorm_std * renorm_momentum + batch_stddev * (
+        1 - renorm_momentum
+    )
+    np.testing.assert_allclose(
+        to_numpy(layer.renorm_std), expected_renorm_std, atol=1e-5
+    )
+    expected_moving_mean = init_moving_mean * momentum + batch_mean * (1 - momentum)
+    np.testing.assert_allclose(
+        to_numpy(layer.running_mean), expected_moving_mean, atol=1e-5
+    )
+    expected_running_std = init_running_std * momentum + batch_stddev * (1 - momentum)
+    np.testing.assert_allclose(
+        to_numpy(layer.running_std), expected_running_std, atol=1e-5
+    )
 
 
 def test_invalid_momentum():
@@ -307,9 +442,16 @@ def test_invalid_momentum():
 
 
 def test_serialization():
-    # CHANGED: without the renorm arguments (not options of keras_bn); the
-    # options keras_bn has that Keras' test set there: momentum, and a
-    # non-default initializer.
+    layer = peer_layer(
+        renorm=True,
+        renorm_clipping={"rmax": 3.0, "rmin": 0.3, "dmax": 5.0},
+        renorm_momentum=0.95,
+    )
+    config = layer.get_config()
+    new_layer = BatchNormalization.from_config(config)
+    assert new_layer.get_config() == config
+    # CHANGED: also the options keras_bn has that the earlier port set here:
+    # momentum, and a non-default initializer.
     layer = peer_layer(momentum=0.95, moving_variance_initializer="zeros")
     config = layer.get_config()
     new_layer = BatchNormalization.from_config(config)
