@@ -9,6 +9,7 @@ keras_bn`` before ``keras.saving.load_model`` works as it always has.
 """
 
 import importlib
+import importlib.util
 import os
 
 from keras_bn import _registration
@@ -33,21 +34,37 @@ _HOMES = {
 }
 
 
+_BACKENDS = ("tensorflow", "jax", "torch")
+
+
 def _backend_advice(error):
     """The one-line advice for a `ModuleNotFoundError` of Keras' backend, or
-    None when ``error`` is about another module."""
-    if error.name not in ("tensorflow", "jax", "torch"):
+    None when ``error`` is about another module: which backend to name
+    where one is installed, else what to install."""
+    if error.name not in _BACKENDS:
         return None
     named = (
         "named by KERAS_BACKEND"
         if os.environ.get("KERAS_BACKEND")
         else "the default when KERAS_BACKEND is not set"
     )
-    return (
-        f"Keras cannot import its backend ({error.name}, {named}): install it, "
-        'e.g. pip install "keras-bn[jax]" (or [tensorflow], [torch]), and set '
-        "KERAS_BACKEND=jax (or tensorflow, torch) to the one installed."
-    )
+    installed = [
+        name
+        for name in _BACKENDS
+        if name != error.name and importlib.util.find_spec(name) is not None
+    ]
+    if installed:
+        todo = (
+            f"set KERAS_BACKEND={installed[0]}"
+            + "".join(f" (or {name})" for name in installed[1:])
+            + ", installed here"
+        )
+    else:
+        todo = (
+            "install a backend (pip install jax, tensorflow or torch; from a "
+            'clone, pip install ".[jax]") and set KERAS_BACKEND to it'
+        )
+    return f"Keras cannot import its backend ({error.name}, {named}): {todo}."
 
 
 def __getattr__(name):
@@ -59,7 +76,8 @@ def __getattr__(name):
         advice = _backend_advice(error)
         if advice is None:
             raise
-        raise ImportError(f"keras_bn.{name}: {advice}") from error
+        # The advice says it all: Keras' own traceback is dozens of lines.
+        raise ImportError(f"keras_bn.{name}: {advice}") from None
     value = module if _HOMES[name] == f"keras_bn.{name}" else getattr(module, name)
     globals()[name] = value  # later lookups skip __getattr__
     return value

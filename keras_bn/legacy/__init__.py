@@ -47,7 +47,7 @@ def __getattr__(name):
         advice = keras_bn._backend_advice(error)
         if advice is None:
             raise
-        raise ImportError(f"keras_bn.legacy.{name}: {advice}") from error
+        raise ImportError(f"keras_bn.legacy.{name}: {advice}") from None
     value = getattr(module, name)
     globals()[name] = value
     return value
