@@ -25,7 +25,17 @@ def train(layer, x, gamma, beta, epsilon, mask, reference=None):
 
 def _train(layer, x, gamma, beta, epsilon, mask, reduction_axes, reference=None):
     across = functional.sum_across_replicas if layer.synchronized else None
-    if layer.mode == 0 and mask is None and across is None and reference is None:
+    if layer.mode == 0 and mask is None and across is None:
+        if reference is not None:
+            # r and d need the batch's statistics first: computed here too,
+            # without a gradient (compilers merge the two passes).
+            batch = functional.batch_moments(
+                ops.stop_gradient(x), reduction_axes, epsilon
+            )
+            r, d = functional.renorm_correction(
+                *batch, *reference, epsilon, layer.renorm_clipping
+            )
+            gamma, beta = gamma * r, beta + gamma * d
         y, mean, std = functional.featurewise_train(
             x, gamma, beta, reduction_axes, epsilon
         )

@@ -6,6 +6,8 @@ input and the trainable weights, for a fixed upstream gradient) of:
 
 - ``keras_bn.BatchNormalization(axis=-1)``;
 - ``keras.layers.BatchNormalization(axis=-1)``;
+- in mode 0, both with Batch Renormalization (``renorm=True``; keras_bn with
+  ``renorm_momentum=0.99``, Keras' two-rate design and default);
 - on PyTorch, ``torch.nn.BatchNorm1d`` / ``BatchNorm2d`` (channels-last), and
   the floor every Keras layer pays there: ``keras.layers.Identity`` and a
   layer computing ``x * gamma``;
@@ -59,7 +61,10 @@ TARGETS = {
     ("train", "torch"): 1.0,
     ("train", "one-pass"): 6.0,
     ("inference", "one-pass"): 1.2,
+    ("train", "keras renorm"): 1.0,
 }
+# keras_bn's candidate for each reference (the renorm steps compare alike).
+CANDIDATE = {"keras renorm": "keras_bn renorm"}
 
 
 def parse_args(argv=None):
@@ -168,6 +173,11 @@ def candidates(x, upstream, mode, compile_step=False):
         "keras_bn": keras_bn.BatchNormalization(axis=-1, mode=mode),
         "keras": keras.layers.BatchNormalization(axis=-1),
     }
+    if mode == 0:
+        layers["keras_bn renorm"] = keras_bn.BatchNormalization(
+            axis=-1, renorm=True, renorm_momentum=0.99
+        )
+        layers["keras renorm"] = keras.layers.BatchNormalization(axis=-1, renorm=True)
     if BACKEND == "torch" and not compile_step:
         layers[report.FLOOR] = keras.layers.Identity()
         layers[report.FLOOR_ONE_OP] = Scale()
@@ -222,14 +232,15 @@ def benchmark_shape(shape, args):
         "ratios": [
             harness.ratio_row(
                 task_samples,
-                "keras_bn",
+                CANDIDATE.get(reference, "keras_bn"),
                 reference,
                 TARGETS.get((task, reference)),
                 task=task,
             )
             for task, task_samples in samples.items()
-            for reference in ("keras", "torch", "one-pass")
+            for reference in ("keras", "torch", "one-pass", "keras renorm")
             if reference in task_samples
+            and (task == "train" or reference != "keras renorm")
         ],
     }
 

@@ -50,6 +50,10 @@ def test_layer_benchmark_quick(tmp_path):
             assert {"keras_bn", "keras", "one-pass"} <= set(result[key])
         references = {(r["task"], r["reference"]) for r in result["ratios"]}
         assert {("train", "keras"), ("inference", "one-pass")} <= references
+        # Batch Renormalization's step, against Keras' own.
+        assert {"keras_bn renorm", "keras renorm"} <= set(result["train_ms"])
+        (renorm,) = [r for r in result["ratios"] if r["reference"] == "keras renorm"]
+        assert renorm["candidate"] == "keras_bn renorm" and renorm["task"] == "train"
     assert report["folding"]["batch_normalizations"] == 4
     assert report["folding"]["max_abs_difference"] < 1e-4
     if BACKEND == "torch":
