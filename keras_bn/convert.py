@@ -6,12 +6,16 @@ keeps a running *standard deviation*, and each puts its epsilon elsewhere
 the weights over so that the two layers agree at inference for every input:
 
 - `from_keras` / `to_keras`: to and from `keras.layers.BatchNormalization`;
-- `from_torch`: from `torch.nn.BatchNorm1d`, `BatchNorm2d` and `BatchNorm3d`.
+- `from_torch`: from `torch.nn.BatchNorm1d`, `BatchNorm2d` and `BatchNorm3d`;
+- `model_from_keras` / `model_to_keras`: the same for every Batch
+  Normalization of a whole Sequential or functional model, in a copy.
 
 `convert_running_statistic` does the arithmetic from any source form; the
 legacy file loader (`keras_bn.legacy`) uses it too.
 """
 
+import dataclasses
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -20,7 +24,15 @@ import numpy as np
 from keras_bn import _validation, functional
 from keras_bn.batch_normalization import BatchNormalization
 
-__all__ = ["convert_running_statistic", "from_keras", "from_torch", "to_keras"]
+__all__ = [
+    "SwapReport",
+    "convert_running_statistic",
+    "from_keras",
+    "from_torch",
+    "model_from_keras",
+    "model_to_keras",
+    "to_keras",
+]
 
 # How a source normalizes with its fourth array ``a`` and its epsilon ``e``:
 # "std": (x - m) / (a + e), the seed and Keras up to 1.0.5;
@@ -394,3 +406,302 @@ def from_torch(
         scale=module.weight is not None,
         dtype=str(module.running_mean.dtype).removeprefix("torch."),
     )
+
+
+# -- whole models ------------------------------------------------------------------
+
+# What the reports call the two classes: both are named BatchNormalization.
+_KERAS_BN_NAME = "keras_bn.BatchNormalization"
+_KERAS_NAME = "keras.layers.BatchNormalization"
+
+
+@dataclasses.dataclass(frozen=True)
+class SwapReport:
+    """What `model_from_keras` or `model_to_keras` did, by layer.
+
+    A layer is named by its path: the names of the nested models it sits in
+    and its own, joined by ``/`` (``"block/bn"``); a layer of the model
+    itself by its name alone. A layer used in several places is listed
+    once, at the first.
+
+    Attributes:
+        swapped: Batch Normalization -> the class that replaces it in the
+            copy, ``"keras_bn.BatchNormalization"`` or
+            ``"keras.layers.BatchNormalization"``.
+        kept: Batch Normalization -> why the copy keeps it as it is.
+    """
+
+    swapped: dict[str, str]
+    kept: dict[str, str]
+
+
+def model_from_keras(model: keras.Model) -> tuple[keras.Model, SwapReport]:
+    """A copy of ``model`` with `keras_bn.BatchNormalization` layers.
+
+    Every `keras.layers.BatchNormalization` of the model, of the Sequential
+    and functional models nested in it included, becomes the layer that
+    `from_keras` makes of it (equal at inference, the same name); every
+    other layer is a copy with the same weights, and the copy is laid out
+    and named as ``model`` is (shared layers stay shared). A subclass of
+    the stock layer is kept as it is (`from_keras` would drop what the
+    subclass adds), and so is a Batch Normalization inside another layer (a
+    wrapper such as `keras.layers.TimeDistributed`, or a custom layer),
+    which is copied whole; the report says which and why. A stock layer
+    whose statistics the seed's form cannot hold (a variance of at most
+    ``-epsilon``) is kept too, with `from_keras`' message.
+
+    ``model`` itself is not changed. A compiled model's copy is compiled
+    from its compile config, as `keras.models.clone_model` does: the
+    optimizer starts afresh.
+
+    Args:
+        model: A built `keras.Sequential` or functional `keras.Model`.
+
+    Returns:
+        ``(copy, report)``: the new model (of the same kind) and a
+        `SwapReport`.
+
+    Raises:
+        TypeError: for anything other than a Sequential or functional
+            model, or one that holds a subclassed model.
+        ValueError: for a Sequential model that is not built.
+    """
+    return _swap_model(
+        model, keras.layers.BatchNormalization, from_keras, _KERAS_BN_NAME, None
+    )
+
+
+def model_to_keras(model: keras.Model) -> tuple[keras.Model, SwapReport]:
+    """A copy of ``model`` with stock `keras.layers.BatchNormalization` layers.
+
+    The reverse of `model_from_keras`: every `keras_bn.BatchNormalization`
+    that the stock layer can compute becomes the layer that `to_keras`
+    makes of it (equal at inference, the same name and epsilon); every other
+    layer is a copy with the same weights. A model whose every Batch
+    Normalization was swapped saves as a `.keras` file that loads without
+    keras_bn.
+
+    Kept as they are, with the reason in the report: mode 1 and mode 2
+    layers, layers whose statistics are per position of several feature
+    axes (``axis=None`` on inputs of rank above 2, or a tuple of axes),
+    anything else `to_keras` refuses (a ``running_std`` below
+    ``sqrt(epsilon) - epsilon``, whose variance would be negative),
+    subclasses of `keras_bn.BatchNormalization`, and Batch Normalizations
+    inside other layers.
+
+    ``model`` itself is not changed; a compiled model's copy is compiled
+    from its compile config.
+
+    Args:
+        model: A built `keras.Sequential` or functional `keras.Model`.
+
+    Returns:
+        ``(copy, report)``: the new model (of the same kind) and a
+        `SwapReport`.
+
+    Raises:
+        TypeError: for anything other than a Sequential or functional
+            model, or one that holds a subclassed model.
+        ValueError: for a Sequential model that is not built.
+    """
+    return _swap_model(
+        model, BatchNormalization, to_keras, _KERAS_NAME, _to_keras_problem
+    )
+
+
+def _swap_model(
+    model: Any,
+    source: type[Any],
+    convert_layer: Callable[[Any], keras.layers.Layer],
+    target_name: str,
+    problem: Callable[[Any], str | None] | None,
+) -> tuple[keras.Model, SwapReport]:
+    """``model`` copied with each layer of class ``source`` converted by
+    ``convert_layer``; ``problem`` tells why a layer cannot be, or None."""
+    # Everything that can fail on the model's own terms is found before
+    # anything is built.
+    _check_model(model, None)
+    layers = list(_walk(model, ""))
+    swaps, swapped, kept = {}, {}, {}
+    for path, layer in layers:
+        if isinstance(layer, source):
+            reason = _swap_problem(layer, source, problem)
+            if reason is None:
+                try:
+                    swaps[id(layer)] = convert_layer(layer)
+                except ValueError as error:
+                    reason = str(error).removeprefix("layer: ")
+            if reason is None:
+                swapped[path] = target_name
+            else:
+                kept[path] = reason
+            continue
+        for inner in _sublayers(layer):
+            if isinstance(inner, source):
+                kept[f"{path}/{inner.name}"] = (
+                    f"inside '{path}' ({type(layer).__name__}), which is copied "
+                    "as it is"
+                )
+    copy = _Copier(swaps).copy(model)
+    return copy, SwapReport(swapped=swapped, kept=kept)
+
+
+def _check_model(model: Any, path: str | None) -> None:
+    """Raises unless ``model`` is a built Sequential or functional model;
+    ``path`` is a nested model's, None for the argument itself."""
+    nested = "" if path is None else f" holds '{path}', which is"
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "model: expected a Sequential or functional keras.Model, got "
+            f"{type(model).__name__}."
+        )
+    if isinstance(model, keras.Sequential):
+        if not model.built or not model.inputs:
+            raise ValueError(
+                f"model:{nested or ' the Sequential model'} '{model.name}' must "
+                "be built with a known input (start it with keras.Input, or call "
+                "it once)."
+            )
+        return
+    # A functional model keeps its layer graph there (as folding reads it);
+    # a subclassed one has only its Python code, which no copy can rewire.
+    if not hasattr(model, "_nodes_by_depth"):
+        raise TypeError(
+            "model: expected a Sequential or functional keras.Model"
+            + ("" if path is None else " (also for the models nested in it)")
+            + f", got {type(model).__name__}"
+            + ("" if path is None else f" as '{path}'")
+            + ", a subclassed model: its layers have no graph to rebuild."
+        )
+
+
+def _walk(
+    model: Any, prefix: str, seen: set[int] | None = None
+) -> Iterator[tuple[str, Any]]:
+    """``(path, layer)`` for each layer of ``model`` and of the models nested
+    in it, each layer once; checks the nested models on the way."""
+    seen = set() if seen is None else seen
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer) or id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        path = prefix + layer.name
+        if isinstance(layer, keras.Model):
+            _check_model(layer, path)
+            yield from _walk(layer, path + "/", seen)
+        else:
+            yield path, layer
+
+
+def _sublayers(layer: Any) -> list:
+    """The layers inside ``layer`` (a wrapper's, a custom layer's). Keras 3
+    lists them publicly for models only; every layer tracks them for
+    ``trainable`` in ``_flatten_layers``."""
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is None:
+        return []
+    return list(flatten(include_self=False, recursive=True))
+
+
+def _swap_problem(
+    layer: Any, source: type[Any], problem: Callable[[Any], str | None] | None
+) -> str | None:
+    if type(layer) is not source:
+        parent = _KERAS_BN_NAME if source is BatchNormalization else _KERAS_NAME
+        return (
+            f"{type(layer).__name__} is a subclass of {parent}, whose own "
+            "behaviour the conversion would drop"
+        )
+    return None if problem is None else problem(layer)
+
+
+def _to_keras_problem(layer: BatchNormalization) -> str | None:
+    """Why the stock layer cannot compute ``layer``, or None where only
+    `to_keras` can tell (from the weights' values)."""
+    if layer.mode == 1:
+        return (
+            "mode 1 (samplewise: each sample normalized with its own statistics); "
+            "keras.layers.BatchNormalization has mode 0 only"
+        )
+    if layer.mode == 2:
+        return (
+            "mode 2 (the batch's statistics at inference too); "
+            "keras.layers.BatchNormalization has mode 0 only"
+        )
+    rank = _built_input_rank(layer)
+    feature_axes = layer.feature_axes(rank)
+    if len(feature_axes) != 1:
+        return (
+            f"statistics per position of the feature axes {feature_axes} "
+            f"(axis={layer.axis!r}, inputs of rank {rank}); "
+            "keras.layers.BatchNormalization keeps them over one axis"
+        )
+    return None
+
+
+class _Copier:
+    """Copies models with `keras.models.clone_model`, which calls
+    ``_clone`` for each layer; nested models are copied here, not by
+    clone_model's ``recursive=True``, so that their inputs keep their names
+    (clone_model names new inputs after their tensors) and layers shared
+    between a model and a nested one stay shared."""
+
+    def __init__(self, swaps: dict[int, keras.layers.Layer]) -> None:
+        self.swaps = swaps
+        self.pairs: dict[int, tuple[Any, Any]] = {}
+
+    def copy(self, model: Any) -> keras.Model:
+        copy = self._model(model)
+        # Weights once every layer is built (a layer first called in the
+        # new graph builds there).
+        for original, new in self.pairs.values():
+            if isinstance(original, keras.Model):
+                # clone_model passes trainable on for Sequential models only.
+                if not original.trainable:
+                    new.trainable = False
+            else:
+                new.set_weights(original.get_weights())
+        if not model.trainable:
+            copy.trainable = False
+        return copy
+
+    def _model(self, model: Any) -> keras.Model:
+        if isinstance(model, keras.Sequential):
+            return keras.models.clone_model(model, clone_function=self._clone)
+        return keras.models.clone_model(
+            model,
+            input_tensors=keras.tree.map_structure(_input_like(model), model.input),
+            clone_function=self._clone,
+        )
+
+    def _clone(self, layer: Any) -> Any:
+        if id(layer) in self.swaps:
+            return self.swaps[id(layer)]
+        if id(layer) not in self.pairs:
+            if isinstance(layer, keras.Model):
+                new = self._model(layer)
+            else:
+                new = layer.__class__.from_config(layer.get_config())
+            self.pairs[id(layer)] = (layer, new)
+        return self.pairs[id(layer)][1]
+
+
+def _input_like(model: Any) -> Callable[[Any], Any]:
+    """A function from each input tensor of the functional ``model`` to a
+    new one from a copy of its input layer (name, shape, dtype, sparse,
+    optional)."""
+    input_layers = {
+        id(layer.output): layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.InputLayer)
+    }
+
+    def like(tensor):
+        layer = input_layers.get(id(tensor))
+        if layer is None:  # what clone_model itself would make
+            return keras.Input(
+                batch_shape=tensor.shape, dtype=tensor.dtype, name=tensor.name
+            )
+        return layer.__class__.from_config(layer.get_config()).output
+
+    return like
