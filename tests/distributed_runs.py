@@ -1,8 +1,10 @@
 """Training runs on several virtual devices, each in a process of its own
 (device counts are fixed when a backend starts). Prints one JSON line.
 
-    python tests/distributed_runs.py jax data_parallel|model_parallel
-    python tests/distributed_runs.py tensorflow synchronized|unsynchronized
+    python tests/distributed_runs.py jax data_parallel|model_parallel[_renorm]
+    python tests/distributed_runs.py tensorflow synchronized|unsynchronized[_renorm]
+
+A ``_renorm`` suffix builds the layer with Batch Renormalization.
 """
 
 import json
@@ -26,7 +28,7 @@ def data():
     return x, y
 
 
-def build(synchronized=False):
+def build(synchronized=False, renorm=False):
     import keras
 
     import keras_bn
@@ -35,7 +37,12 @@ def build(synchronized=False):
         [
             keras.Input((6,)),
             keras.layers.Dense(5, use_bias=False, kernel_initializer="glorot_normal"),
-            keras_bn.BatchNormalization(momentum=0.5, synchronized=synchronized),
+            keras_bn.BatchNormalization(
+                momentum=0.5,
+                synchronized=synchronized,
+                renorm=renorm,
+                renorm_clipping={"rmax": 1.5, "dmax": 0.5} if renorm else None,
+            ),
             keras.layers.Dense(1),
         ]
     )
@@ -56,9 +63,10 @@ def run_jax(layout):
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={DEVICES}"
     import keras
 
+    layout, renorm = layout.removesuffix("_renorm"), layout.endswith("_renorm")
     x, y = data()
     keras.utils.set_random_seed(1)
-    single = build()
+    single = build(renorm=renorm)
     initial = single.get_weights()
     single.fit(x, y, batch_size=GLOBAL_BATCH, epochs=2, shuffle=False, verbose=0)
 
@@ -72,7 +80,7 @@ def run_jax(layout):
             layout_map=keras.distribution.LayoutMap(mesh), batch_dim_name="batch"
         )
     keras.distribution.set_distribution(distribution)
-    distributed = build()
+    distributed = build(renorm=renorm)
     distributed.set_weights(initial)
     distributed.fit(x, y, batch_size=GLOBAL_BATCH, epochs=2, shuffle=False, verbose=0)
     return result(single, distributed)
@@ -87,16 +95,17 @@ def run_tensorflow(mode):
     )
     import keras
 
+    mode, renorm = mode.removesuffix("_renorm"), mode.endswith("_renorm")
     x, y = data()
     keras.utils.set_random_seed(1)
-    single = build()
+    single = build(renorm=renorm)
     initial = single.get_weights()
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
     single.fit(dataset, epochs=2, verbose=0)
 
     strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(DEVICES)])
     with strategy.scope():
-        distributed = build(synchronized=mode == "synchronized")
+        distributed = build(synchronized=mode == "synchronized", renorm=renorm)
     distributed.set_weights(initial)
     distributed.fit(dataset, epochs=2, verbose=0)
     return result(single, distributed)

@@ -35,7 +35,9 @@ def max_difference(a, b):
 
 @pytest.mark.slow
 @pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution runs on JAX")
-@pytest.mark.parametrize("layout", ["data_parallel", "model_parallel"])
+@pytest.mark.parametrize(
+    "layout", ["data_parallel", "model_parallel", "data_parallel_renorm"]
+)
 def test_jax_distribution_gives_global_statistics(layout):
     result = distributed_run("jax", layout)
     assert max_difference(result["bn_single"], result["bn_distributed"]) < 1e-5
@@ -44,11 +46,12 @@ def test_jax_distribution_gives_global_statistics(layout):
 
 @pytest.mark.slow
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute")
-def test_tf_mirrored_strategy_synchronized_equals_single_device():
-    synced = distributed_run("tensorflow", "synchronized")
+@pytest.mark.parametrize("suffix", ["", "_renorm"])
+def test_tf_mirrored_strategy_synchronized_equals_single_device(suffix):
+    synced = distributed_run("tensorflow", "synchronized" + suffix)
     assert max_difference(synced["bn_single"], synced["bn_distributed"]) < 1e-5
     assert max_difference(synced["single"], synced["distributed"]) < 1e-5
-    unsynced = distributed_run("tensorflow", "unsynchronized")
+    unsynced = distributed_run("tensorflow", "unsynchronized" + suffix)
     # Per-replica statistics: one replica's shifted share makes them differ.
     assert max_difference(unsynced["bn_single"], unsynced["bn_distributed"]) > 1e-2
 
