@@ -411,3 +411,35 @@ def test_layers_are_matched_by_name_not_position(tmp_path):
 
     path = _edited_copy(tmp_path, fixture, "weights", reverse)
     _assert_predicts_the_release(fixture, path)
+
+
+@pytest.mark.parametrize("renorm_momentum", [None, 0.9])
+def test_weights_load_into_batch_renormalization_layers(renorm_momentum):
+    """A release's file into keras_bn layers with renorm: inference is the
+    release's, and renorm's own estimates (with renorm_momentum) start from
+    the file's running estimates."""
+    import keras
+
+    import keras_bn
+
+    fixture = _fixture("keras-2.2.4-tensorflow", "dense")
+    plain = rf.build_model(fixture, batch_normalization="keras_bn")
+
+    def with_renorm(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras_bn.BatchNormalization):
+            config.update(renorm=True, renorm_momentum=renorm_momentum)
+        return layer.__class__.from_config(config)
+
+    model = keras.models.clone_model(plain, clone_function=with_renorm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        legacy.load_weights(model, fixture.path("weights"))
+    x, y = rf.load_arrays(fixture)
+    got = np.asarray(model.predict(x, verbose=0, batch_size=len(x)), "float64")
+    assert np.max(np.abs(got - y)) <= 1e-4 * float(np.max(np.abs(y)))
+    for layer in model.layers:
+        if isinstance(layer, keras_bn.BatchNormalization) and renorm_momentum:
+            weights = layer.get_weights()
+            np.testing.assert_array_equal(weights[4], weights[2])
+            np.testing.assert_array_equal(weights[5], weights[3])

@@ -291,6 +291,11 @@ def batch_norm_step(path, source, target, bn):
             continue
         name, array = converted[role]
         arrays.append(_stored(path, source, target, name, array, variables[role]))
+    if is_seed and target.renorm_momentum is not None:
+        # Batch Renormalization's own estimates (renorm_mean, renorm_std)
+        # start from the file's running estimates, as at construction they
+        # start from the running ones.
+        arrays += arrays[-2:]
     attributes = {}
     if is_seed and target.mode == 1 and bn.samplewise_epsilon_in_root is not None:
         attributes["samplewise_epsilon_in_root"] = bn.samplewise_epsilon_in_root
