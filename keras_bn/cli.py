@@ -20,6 +20,13 @@ and what it assumed. The file is written under a temporary name in the same
 folder and renamed: on any failure (SIGTERM and Ctrl-C included) nothing is
 left, one line goes to stderr and the exit status is 1. An existing
 NEW.keras is replaced only with ``--overwrite``, and never a file it reads.
+
+``keras-bn convert IN.keras OUT.keras --batch-normalization keras|keras_bn``
+takes a Keras 3 ``.keras`` file instead: it loads the model and swaps its
+Batch Normalizations with `keras_bn.convert.model_to_keras` (``keras``: the
+stock layer, so that OUT.keras loads without keras_bn) or
+`keras_bn.convert.model_from_keras` (``keras_bn``, the default), prints what
+it swapped and what it kept and why, and writes OUT.keras the same way.
 """
 
 import argparse
@@ -30,6 +37,7 @@ import signal
 import sys
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Sequence
 
 import keras_bn
@@ -184,6 +192,21 @@ def _same_file(first, second):
     return both and os.path.samefile(first, second)
 
 
+def _is_keras_archive(path):
+    """Whether ``path`` is meant as a Keras 3 ``.keras`` file: a zip archive,
+    or a name ending in .keras that is not an HDF5 file (Keras 2 wrote
+    whole models in HDF5 under any name)."""
+    if zipfile.is_zipfile(path):
+        return True
+    if not str(path).lower().endswith(".keras"):
+        return False
+    try:
+        with open(path, "rb") as file:
+            return file.read(8) != b"\x89HDF\r\n\x1a\n"
+    except OSError:
+        return True
+
+
 def _convert(
     old,
     new,
@@ -191,13 +214,13 @@ def _convert(
     batch_normalization,
     backend=None,
     keras_version=None,
-    channels_first="transpose",
+    channels_first=None,
     dim_ordering=None,
     overwrite=False,
 ):
-    """Rebuilds ``old``, saves it as ``new``; the report as lines of text."""
+    """Rebuilds ``old`` (or swaps the Batch Normalizations of a ``.keras``
+    file), saves it as ``new``; the report as lines of text."""
     from keras_bn import legacy
-    from keras_bn.legacy import models
 
     new = os.path.abspath(new)
     if any(_same_file(new, source) for source in (old, weights) if source):
@@ -216,34 +239,108 @@ def _convert(
     folder = os.path.dirname(new)
     if not os.path.isdir(folder):
         raise legacy.LegacyFileError("no such folder for the output.", path=folder)
+    if _is_keras_archive(old):
+        for option, value in (
+            ("--weights", weights),
+            ("--backend", backend),
+            ("--keras-version", keras_version),
+            ("--channels-first", channels_first),
+            ("--dim-ordering", dim_ordering),
+        ):
+            if value is not None:
+                raise legacy.LegacyFileError(
+                    f"{option} is for old Keras files (HDF5, JSON, YAML); a "
+                    ".keras file records all it needs.",
+                    path=old,
+                )
+        model, lines = _swapped(old, batch_normalization)
+        _save(model, new, folder)
+        return [*lines, f"wrote:         {new}"]
+    from keras_bn.legacy import models
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # load_weights' land in assumptions
         rebuilt = models.rebuild(
             old, weights=weights, batch_normalization=batch_normalization,
-            channels_first=channels_first, backend=backend,
+            channels_first=channels_first or "transpose", backend=backend,
             keras_version=keras_version, dim_ordering=dim_ordering,
         )  # fmt: skip
-        descriptor, temporary = tempfile.mkstemp(
-            prefix=".keras-bn-convert-", suffix=".keras", dir=folder
-        )
-        os.close(descriptor)
-        try:
-            with _removed_on_termination(temporary):
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(temporary, 0o666 & ~umask)  # mkstemp's is 0600
-                rebuilt.model.save(temporary)
-                os.replace(temporary, new)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(temporary)
-            raise
+        _save(rebuilt.model, new, folder)
     lines = [f"converted:     {old}" + (f" with weights {weights}" if weights else "")]
     lines += ["layers:"] + [f"  {line}" for line in rebuilt.layers]
     lines += ["conversions:"] + [f"  {line}" for line in rebuilt.conversions]
     lines += ["assumptions:"] + [f"  {line}" for line in rebuilt.assumptions]
     lines.append(f"wrote:         {new}")
     return lines
+
+
+def _swapped(path, batch_normalization):
+    """The model of the ``.keras`` file at ``path`` with its Batch
+    Normalizations swapped to ``batch_normalization``'s, and the report as
+    lines of text."""
+    import keras
+
+    from keras_bn import convert, legacy
+
+    if not os.path.isfile(path):
+        raise legacy.LegacyFileError("no such file.", path=path)
+    if not zipfile.is_zipfile(path):
+        raise legacy.LegacyFileError(
+            "named .keras, but neither a Keras 3 archive (a zip file) nor an "
+            "HDF5 file.",
+            path=path,
+        )
+    try:
+        # keras_bn is imported: its layers resolve by their registered name.
+        model = keras.saving.load_model(path)
+    except Exception as error:
+        raise legacy.LegacyFileError(
+            f"cannot load it as a Keras 3 model: {type(error).__name__}: {error}",
+            path=path,
+        ) from None
+    if batch_normalization == "keras":
+        swap = convert.model_to_keras
+    else:
+        swap = convert.model_from_keras
+    try:
+        copy, report = swap(model)
+    except (TypeError, ValueError) as error:  # a subclassed model, say
+        raise legacy.LegacyFileError(
+            f"cannot swap its layers: {error}", path=path
+        ) from None
+    swapped = [f"  {name}: now {target}" for name, target in report.swapped.items()]
+    kept = [f"  {name}: {why}" for name, why in report.kept.items()]
+    lines = [f"converted:     {path} (a Keras 3 .keras file)"]
+    lines += ["swapped:", *(swapped or ["  none"])]
+    lines += ["kept:", *(kept or ["  none"])]
+    if batch_normalization == "keras" and report.kept:
+        lines.append("note:          the kept layers need keras_bn to load the file")
+    if model.compiled:
+        lines.append(
+            "compiled:      again from its compile config; the optimizer's state "
+            "is not carried"
+        )
+    return copy, lines
+
+
+def _save(model, new, folder):
+    """Saves ``model`` as ``new`` through a temporary file in ``folder``,
+    renamed when complete: ``new`` is never left half written."""
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=".keras-bn-convert-", suffix=".keras", dir=folder
+    )
+    os.close(descriptor)
+    try:
+        with _removed_on_termination(temporary):
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)  # mkstemp's is 0600
+            model.save(temporary)
+            os.replace(temporary, new)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
 
 
 class _Terminated(BaseException):
@@ -337,19 +434,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     inspect.add_argument("file", help="the HDF5 file")
     convert = commands.add_parser(
         "convert",
-        help="rebuild an old Keras model as a Keras 3 .keras file",
+        help="rebuild an old Keras model as a Keras 3 .keras file, or swap the "
+        "BatchNormalization layers of a .keras file",
         description="Rebuild a Keras 0.x, 1.x or 2.x model (a whole-model HDF5 "
         "file, or a to_json()/to_yaml() architecture with --weights) as a "
-        "Keras 3 model and save it as a .keras file.",
+        "Keras 3 model and save it as a .keras file. Given a Keras 3 .keras "
+        "file, swap its BatchNormalization layers for keras_bn's (or, with "
+        "--batch-normalization keras, for the stock layer) and save the copy.",
     )
-    convert.add_argument("old", help="whole-model .h5, or .json/.yaml architecture")
+    convert.add_argument(
+        "old",
+        help="whole-model .h5, .json/.yaml architecture, or a Keras 3 .keras file",
+    )
     convert.add_argument("new", help="the .keras file to write")
     convert.add_argument("--weights", help="the save_weights() HDF5 file")
     convert.add_argument(
         "--batch-normalization",
         choices=("keras_bn", "keras"),
         default="keras_bn",
-        help="keras_bn.BatchNormalization (default) or the stock layer",
+        help="keras_bn.BatchNormalization (default) or the stock layer; for a "
+        ".keras file, the layer its BatchNormalizations become",
     )
     convert.add_argument(
         "--backend",
@@ -365,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     convert.add_argument(
         "--channels-first",
         choices=("transpose", "native", "auto"),
-        default="transpose",
+        # None: not given (refused for a .keras file), "transpose" otherwise.
+        default=None,
         help="channels-first layers: between two Permute layers (transpose, "
         "the default: the file runs on every backend), natively, or auto "
         "(transpose on TensorFlow only)",

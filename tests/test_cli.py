@@ -598,3 +598,152 @@ def test_convert_stopped_by_sigterm_leaves_nothing(tmp_path):
     )  # fmt: skip
     assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]
     assert os.listdir(out) == []
+
+
+# -- keras-bn convert on Keras 3 .keras files ---------------------------------------
+
+
+def _keras_file(path, rng):
+    """A functional model with stock Batch Normalizations (one inside a
+    nested Sequential) and a keras_bn mode 1 layer, random weights and
+    running statistics, saved at ``path``; its inputs and predictions."""
+    L = keras.layers
+    inner = keras.Sequential(
+        [keras.Input((4,), name="inner_x"), L.Dense(4, name="inner_dense"),
+         L.BatchNormalization(epsilon=1e-3, name="inner_bn")],
+        name="inner",
+    )  # fmt: skip
+    x = keras.Input((6,), name="x")
+    h = L.BatchNormalization(name="bn_a")(L.Dense(4, name="dense")(x))
+    h = keras_bn.BatchNormalization(mode=1, name="samplewise")(inner(h))
+    model = keras.Model(x, L.Dense(2, name="out")(h), name="model")
+    for variable in model.weights:
+        low = 0.3 if variable.name in ("moving_variance", "running_std") else -2.0
+        variable.assign(rng.uniform(low, 2.0, variable.shape).astype("float32"))
+    model.save(path)
+    data = rng.normal(size=(8, 6)).astype("float32")
+    return data, np.asarray(model(data, training=False))
+
+
+def _classes(model):
+    return {
+        layer.name: type(layer)
+        for layer in [*model.layers, *model.get_layer("inner").layers]
+    }
+
+
+def test_convert_swaps_the_batch_normalizations_of_a_keras_file(tmp_path, capsys, rng):
+    """Stock -> keras_bn (the default) and back, each file predicting as the
+    original, the report printed; an existing output kept without
+    --overwrite."""
+    source, middle, back = (tmp_path / f"{n}.keras" for n in ("in", "mid", "out"))
+    data, expected = _keras_file(source, rng)
+
+    assert main(["convert", str(source), str(middle)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.splitlines() == [
+        f"converted:     {source} (a Keras 3 .keras file)",
+        "swapped:",
+        "  bn_a: now keras_bn.BatchNormalization",
+        "  inner/inner_bn: now keras_bn.BatchNormalization",
+        "kept:",
+        "  none",
+        f"wrote:         {middle}",
+    ]
+    argv = ["convert", str(middle), str(back), "--batch-normalization", "keras"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.splitlines() == [
+        f"converted:     {middle} (a Keras 3 .keras file)",
+        "swapped:",
+        "  bn_a: now keras.layers.BatchNormalization",
+        "  inner/inner_bn: now keras.layers.BatchNormalization",
+        "kept:",
+        "  samplewise: mode 1 (samplewise: each sample normalized with its own "
+        "statistics); keras.layers.BatchNormalization has mode 0 only",
+        "note:          the kept layers need keras_bn to load the file",
+        f"wrote:         {back}",
+    ]
+    original = keras.saving.load_model(source)
+    for path, norm in ((middle, keras_bn.BatchNormalization),
+                       (back, keras.layers.BatchNormalization)):  # fmt: skip
+        model = keras.saving.load_model(path)
+        classes = _classes(model)
+        assert classes == {
+            **_classes(original),
+            "bn_a": norm,
+            "inner_bn": norm,
+        }
+        got = np.asarray(model(data, training=False))
+        scale = max(1.0, float(np.max(np.abs(expected))))
+        assert np.max(np.abs(got - expected)) <= 1e-5 * scale
+        for name in ("dense", "out"):
+            for a, b in zip(model.get_layer(name).get_weights(),
+                            original.get_layer(name).get_weights()):  # fmt: skip
+                np.testing.assert_array_equal(a, b)
+
+    written = back.read_bytes()
+    assert main(argv) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert back.read_bytes() == written
+    assert main(["convert", str(back), str(back), "--overwrite"]) == 1
+    assert "one of the files read" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+    capsys.readouterr()
+    assert sorted(os.listdir(tmp_path)) == ["in.keras", "mid.keras", "out.keras"]
+
+
+def _not_a_zip(directory):
+    path = directory / "notes.keras"
+    path.write_text("not a model\n")
+    return path, "neither a Keras 3 archive (a zip file) nor an HDF5 file"
+
+
+def _cut_short(directory):
+    whole = directory / "whole.keras"
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(whole)
+    path = directory / "cut.keras"
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    whole.unlink()
+    return path, "neither a Keras 3 archive"
+
+
+def _foreign_zip(directory):
+    import zipfile
+
+    path = directory / "foreign.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "a zip, not a model")
+    return path, "cannot load it as a Keras 3 model"
+
+
+def _missing(directory):
+    return directory / "absent.keras", "absent.keras: no such file."
+
+
+@pytest.mark.parametrize("bad", [_not_a_zip, _cut_short, _foreign_zip, _missing])
+def test_convert_refuses_a_keras_file_it_cannot_read(tmp_path, capsys, bad):
+    path, expected = bad(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    argv = ["convert", str(path), str(out_dir / "new.keras")]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("keras-bn: error: ")
+    assert expected in err, err
+    assert os.listdir(out_dir) == []
+
+
+def test_convert_refuses_old_file_options_for_a_keras_file(tmp_path, capsys, rng):
+    source = tmp_path / "in.keras"
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(source)
+    for option in (["--weights", str(source)], ["--channels-first", "native"],
+                   ["--backend", "theano"]):  # fmt: skip
+        new = tmp_path / "new.keras"
+        assert main(["convert", str(source), str(new), *option]) == 1
+        err = capsys.readouterr().err
+        assert f"{option[0]} is for old Keras files" in err, err
+        assert not new.exists()
