@@ -444,7 +444,8 @@ for path in sys.argv[1:]:
         print(path, "refused", type(error).__name__)
         continue
     x = [data[k] for k in sorted(data) if k.startswith("x")]
-    predicted = np.asarray(model(x if len(x) > 1 else x[0], training=False))
+    predicted = model(x if len(x) > 1 else x[0], training=False)
+    predicted = keras.ops.convert_to_numpy(predicted)
     error = float(np.max(np.abs(predicted - data["y"])))
     scale = max(1.0, float(np.max(np.abs(data["y"]))))
     print(path, "loaded", error <= 1e-5 * scale, error)
