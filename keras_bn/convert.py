@@ -15,6 +15,7 @@ legacy file loader (`keras_bn.legacy`) uses it too.
 """
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -190,8 +191,11 @@ def from_keras(layer: keras.layers.BatchNormalization) -> BatchNormalization:
             f"{type(layer).__name__}."
         )
     rank = _built_input_rank(layer)
+    # Keras' own layer gained renorm in a recent release; before it, none
+    # renormalizes.
+    renormalizes = getattr(layer, "renorm", False)
     renorm = {}
-    if layer.renorm:
+    if renormalizes:
         renorm = dict(
             renorm=True,
             renorm_clipping=dict(layer.renorm_clipping or {}),
@@ -217,12 +221,17 @@ def from_keras(layer: keras.layers.BatchNormalization) -> BatchNormalization:
     weights = _weight_list(
         gamma, beta, np.asarray(layer.moving_mean.numpy()), running_std
     )
-    if layer.renorm:
+    if renormalizes:
         renorm_std = np.asarray(layer.renorm_stddev.numpy(), "float64") - layer.epsilon
         # Keras itself divides by max(renorm_stddev, sqrt(epsilon)).
         weights += [np.asarray(layer.renorm_mean.numpy()), np.maximum(renorm_std, 0)]
     converted.set_weights(weights)
     return converted
+
+
+def _stock_renorm() -> bool:
+    """Whether this Keras' own layer has renorm (recent releases only)."""
+    return "renorm" in inspect.signature(keras.layers.BatchNormalization).parameters
 
 
 def to_keras(
@@ -262,6 +271,12 @@ def to_keras(
         raise ValueError(
             f"layer: '{layer.name}' has mode={layer.mode} ({what[layer.mode]}); "
             "keras.layers.BatchNormalization computes mode 0 only."
+        )
+    if layer.renorm and not _stock_renorm():
+        raise ValueError(
+            f"layer: '{layer.name}' renormalizes (renorm=True); "
+            f"keras.layers.BatchNormalization of Keras {keras.__version__} has "
+            "no renorm (later releases have)."
         )
     rank = _built_input_rank(layer)
     feature_axes = layer.feature_axes(rank)
