@@ -436,7 +436,8 @@ class SwapReport:
 
     A layer is named by its path: the names of the nested models it sits in
     and its own, joined by ``/`` (``"block/bn"``); a layer of the model
-    itself by its name alone. A layer used in several places is listed
+    itself by its name alone; one inside another layer (a wrapper) by that
+    layer's path and its own name. A layer used in several places is listed
     once, at the first.
 
     Attributes:
