@@ -35,6 +35,7 @@ Usage::
 """
 
 import argparse
+import inspect
 import time
 
 # Keras imports torch before TensorFlow when both are installed, to avoid a
@@ -173,7 +174,10 @@ def candidates(x, upstream, mode, compile_step=False):
         "keras_bn": keras_bn.BatchNormalization(axis=-1, mode=mode),
         "keras": keras.layers.BatchNormalization(axis=-1),
     }
-    if mode == 0:
+    stock_renorm = (
+        "renorm" in inspect.signature(keras.layers.BatchNormalization).parameters
+    )
+    if mode == 0 and stock_renorm:  # Keras' own renorm: Keras 3.11 and later
         layers["keras_bn renorm"] = keras_bn.BatchNormalization(
             axis=-1, renorm=True, renorm_momentum=0.99
         )
