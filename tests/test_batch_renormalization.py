@@ -16,7 +16,7 @@ from keras_bn import BatchNormalization, convert, fold_batchnorm, recompute_stat
 # Keras' own layer has renorm from Keras 3.11 on (not at the declared floor).
 stock_renorm = pytest.mark.skipif(
     "renorm" not in inspect.signature(keras.layers.BatchNormalization).parameters,
-    reason=f"keras.layers.BatchNormalization of Keras {keras.__version__} has no renorm",
+    reason=f"Keras {keras.__version__}: its BatchNormalization has no renorm",
 )
 
 CLIPPINGS = {
