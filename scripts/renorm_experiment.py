@@ -9,11 +9,10 @@ minibatch while at inference it does not; Batch Renormalization corrects the
 batch statistics towards the running estimates (``r`` and ``d``, clipped to
 ``[1/rmax, rmax]`` and ``[-dmax, dmax]``, the limits relaxed over training)
 so that, within the clipping, training computes the inference output. This
-module runs
-that comparison at a CPU's scale, for notebooks/04_batch_renormalization:
-the digits split of the Figure-1 experiment (`figure1.load_split`), a network
-of 3 hidden ``Dense(100)`` layers with the normalization before each ReLU,
-and SGD on
+module runs that comparison at a CPU's scale, for
+notebooks/04_batch_renormalization: the digits split of the Figure-1
+experiment (`figure1.load_split`), a network of 3 hidden ``Dense(100)``
+layers with the normalization before each ReLU, and SGD on
 
 - small minibatches (`iid_batches`: shuffled passes, e.g. 4 samples a batch);
 - non-i.i.d. minibatches (`non_iid_batches`: each batch from one class, or
