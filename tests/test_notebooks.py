@@ -73,6 +73,7 @@ def test_the_notebooks_are_there():
         "01_quickstart.ipynb",
         "02_internal_covariate_shift.ipynb",
         "03_legacy_weights.ipynb",
+        "04_batch_renormalization.ipynb",
     } <= set(NOTEBOOKS)
 
 
@@ -92,7 +93,12 @@ def test_committed_notebook_holds_no_native_start_up_log(name):
 
 # Figure 1; mode 0 against mode 1.
 @pytest.mark.parametrize(
-    "name", ["02_internal_covariate_shift.ipynb", "03_legacy_weights.ipynb"]
+    "name",
+    [
+        "02_internal_covariate_shift.ipynb",
+        "03_legacy_weights.ipynb",
+        "04_batch_renormalization.ipynb",
+    ],
 )
 def test_the_plot_is_in_the_committed_notebook(name):
     assert any(map(has_image, code_cells(read(name))))
