@@ -44,6 +44,7 @@ __all__ = [
     "stored_weight_shapes",
     "weighted_layers",
     "check_shapes",
+    "write_with_a_lambda",
 ]
 
 
@@ -369,3 +370,34 @@ def check_shapes(fixture: Fixture, model) -> list[str]:
             if s != m and not _same_modulo_layout(s, m):
                 problems.append(f"{layer.name}: stored {s} vs {m}")
     return problems
+
+
+def write_with_a_lambda(destination):
+    """Keras 1.2.2's two-branch functional model with a ``Lambda`` layer
+    named ``scale`` after one branch, as Keras 1 wrote one (marshalled
+    bytecode in its config; here bytes that would fail to run, and must never
+    be run). It goes with that fixture's weights, ``lambda_weights.h5``."""
+    config = json.loads(
+        (ROOT / "keras-1.2.2-tensorflow" / "functional.json").read_text()
+    )
+    layers = config["config"]["layers"]
+    merge = next(i for i, layer in enumerate(layers) if layer["name"] == "cat")
+    layers.insert(
+        merge,
+        {
+            "class_name": "Lambda",
+            "name": "scale",
+            "config": {
+                "name": "scale",
+                "trainable": True,
+                "function": ["4wEAAAAAAAAA never run", None, None],
+                "function_type": "lambda",
+                "output_shape": None,
+                "output_shape_type": "raw",
+                "arguments": {},
+            },
+            "inbound_nodes": [[["a_act", 0, 0]]],
+        },
+    )
+    layers[merge + 1]["inbound_nodes"] = [[["scale", 0, 0], ["b_bn", 0, 0]]]
+    destination.write_text(json.dumps(config))

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import keras
 import pytest
+import real_fixtures as rf
 
 BACKEND = keras.backend.backend()
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,37 +53,6 @@ CLOSE = re.compile(r"^\s*```\s*$")
 MARKER = re.compile(r"^\s*<!--\s*(?P<kind>[\w-]+)\s*:(?P<value>.*?)-->\s*$")
 MARKER_KINDS = ("fragment", "backend")
 BACKENDS = ("jax", "tensorflow", "torch")
-
-
-def _with_a_lambda(destination):
-    """Keras 1.2.2's two-branch functional model with a ``Lambda`` layer
-    named ``scale`` after one branch, as Keras 1 wrote one (marshalled
-    bytecode in its config; here bytes that would fail to run, and must never
-    be run). It goes with that fixture's weights, ``lambda_weights.h5``."""
-    config = json.loads(
-        (REAL / "keras-1.2.2-tensorflow" / "functional.json").read_text()
-    )
-    layers = config["config"]["layers"]
-    merge = next(i for i, layer in enumerate(layers) if layer["name"] == "cat")
-    layers.insert(
-        merge,
-        {
-            "class_name": "Lambda",
-            "name": "scale",
-            "config": {
-                "name": "scale",
-                "trainable": True,
-                "function": ["4wEAAAAAAAAA never run", None, None],
-                "function_type": "lambda",
-                "output_shape": None,
-                "output_shape_type": "raw",
-                "arguments": {},
-            },
-            "inbound_nodes": [[["a_act", 0, 0]]],
-        },
-    )
-    layers[merge + 1]["inbound_nodes"] = [[["scale", 0, 0], ["b_bn", 0, 0]]]
-    destination.write_text(json.dumps(config))
 
 
 # The user's old files that the documents name, and what stands in for each:
@@ -105,7 +74,7 @@ STAND_INS = {
     "weights.h5": REAL / "keras-2.2.4-tensorflow" / "dense.weights.h5",
     "k0.json": REAL / "keras-0.3.3-theano" / "conv2d_cf.json",
     "w.h5": REAL / "keras-0.3.3-theano" / "conv2d_cf.weights.h5",
-    "lambda_arch.json": _with_a_lambda,
+    "lambda_arch.json": rf.write_with_a_lambda,
     "lambda_weights.h5": REAL / "keras-1.2.2-tensorflow" / "functional.weights.h5",
 }
 

@@ -317,30 +317,10 @@ def test_a_json_string_holding_the_json_is_decoded_once_more(tmp_path):
 
 def _with_a_lambda(tmp_path):
     """Keras 1.2.2's functional fixture with a Lambda ``scale`` between
-    ``a_act`` and the Merge, as Keras 1 wrote one: marshalled bytecode in its
-    config (here bytes that would fail to run, and must never be run)."""
+    ``a_act`` and the Merge (`real_fixtures.write_with_a_lambda`)."""
     fixture = _fixture("keras-1.2.2-tensorflow", "functional")
-    config = json.loads(fixture.path("json").read_text())
-    layers = config["config"]["layers"]
-    lambda_layer = {
-        "class_name": "Lambda",
-        "name": "scale",
-        "config": {
-            "name": "scale",
-            "trainable": True,
-            "function": ["4wEAAAAAAAAA never run", None, None],
-            "function_type": "lambda",
-            "output_shape": None,
-            "output_shape_type": "raw",
-            "arguments": {},
-        },
-        "inbound_nodes": [[["a_act", 0, 0]]],
-    }
-    merge = next(i for i, layer in enumerate(layers) if layer["name"] == "cat")
-    layers.insert(merge, lambda_layer)
-    layers[merge + 1]["inbound_nodes"] = [[["scale", 0, 0], ["b_bn", 0, 0]]]
     path = tmp_path / "lambda.json"
-    path.write_text(json.dumps(config))
+    rf.write_with_a_lambda(path)
     return fixture, path
 
 
