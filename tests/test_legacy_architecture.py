@@ -353,3 +353,44 @@ def test_a_keras0_graph_merges_by_concatenation_by_default(tmp_path):
     arch = parse(config, "graph.json")
     merges = [node for node in arch.nodes if node.class_name == "Merge"]
     assert merges and all(node.config["mode"] == "concat" for node in merges)
+
+
+def test_the_deepest_chain_is_the_limit_itself(tmp_path, monkeypatch):
+    """A chain exactly DEEPEST_CHAIN deep is rebuilt, one layer more is
+    refused (the limit lowered, so that the boundary runs in the fast
+    suite)."""
+    from keras_bn.legacy import architecture
+
+    config = _chain(3)
+    depth = len(config["config"])  # a Sequential model: one layer after another
+    monkeypatch.setattr(architecture, "DEEPEST_CHAIN", depth)
+    path = tmp_path / "deep.json"
+    path.write_text(json.dumps(config))
+    model = _load(path, weights=DENSE / "dense.weights.h5")
+    arrays = np.load(DENSE / "dense.npz")
+    np.testing.assert_allclose(
+        model.predict(arrays["x"], verbose=0), arrays["y"], rtol=1e-4, atol=1e-5
+    )
+    path.write_text(json.dumps(_chain(4)))
+    with pytest.raises(legacy.LegacyFileError, match=f"chain of {depth + 1} layers"):
+        _load(path, weights=DENSE / "dense.weights.h5")
+
+
+@pytest.mark.parametrize("release", ["keras-2.2.4-tensorflow", "keras-2.0.8-theano"])
+def test_a_keras2_json_without_its_version_is_read_as_keras2(tmp_path, release):
+    """A Keras 2 to_json() of Dense layers whose keras_version was stripped:
+    its config's names (``units``) tell Keras 2, and it predicts what the
+    release did."""
+    source = REAL / release / "dense.json"
+
+    def strip(config):
+        config.pop("keras_version", None)
+        config.pop("backend", None)
+
+    path = _edited(tmp_path, source, strip)
+    assert "keras_version" not in path.read_text()
+    model = _load(path, weights=REAL / release / "dense.weights.h5")
+    arrays = np.load(REAL / release / "dense.npz")
+    np.testing.assert_allclose(
+        model.predict(arrays["x"], verbose=0), arrays["y"], rtol=1e-4, atol=1e-5
+    )

@@ -365,3 +365,65 @@ def test_a_sequence_of_any_length(tmp_path):
     model = _load(path, weights=directory / entry["files"]["weights"])
     assert model.input_shape == (None, None, 4)
     assert _close(model, np.load(directory / entry["files"]["npz"])) <= 1e-4
+
+
+REAL = ROOT.parent / "real"
+CHANNELS_FIRST = [
+    pytest.param(
+        directory / f"{entry['name']}.model.h5", id=f"{directory.name}-{entry['name']}"
+    )
+    for directory, manifest in _manifests()
+    if manifest["channels_first"]
+    for entry in manifest["models"]
+    if re.search(r"conv|pool|global|separable|depthwise|deconv|atrous", entry["name"])
+] + [
+    # Keras 1.x's channels-first convolution nets, with their MaxPooling2D.
+    pytest.param(path, id=f"{path.parent.name}-{path.stem}")
+    for path in sorted(REAL.glob("keras-1.*/conv2d_cf.model.h5"))
+]
+
+
+@pytest.mark.parametrize("path", CHANNELS_FIRST)
+def test_transposed_models_hold_no_channels_first_layer(path):
+    """channels_first="transpose" (what keras-bn convert writes) runs every
+    channels-first layer channels-last between Permutes, so that the model
+    runs on every backend: no layer of it computes channels-first."""
+    model = _load(path, channels_first="transpose")
+
+    def layers(model):
+        for layer in model.layers:
+            yield layer
+            if isinstance(layer, keras.Model):
+                yield from layers(layer)
+            inner = getattr(layer, "layer", None)  # a wrapper's
+            if inner is not None:
+                yield inner
+
+    first = [
+        layer.name
+        for layer in layers(model)
+        if getattr(layer, "data_format", None) == "channels_first"
+        # A global pooling is a reduction over the spatial axes, which every
+        # backend computes channels-first as well.
+        and not type(layer).__name__.startswith("Global")
+    ]
+    assert first == []
+
+
+def test_a_dilated_separable_convolution_is_refused(tmp_path):
+    """Keras 2's separable convolutions with a dilation rate are refused by
+    name (`layers_map`: Keras 3 has no equivalent checked against a
+    release)."""
+    source = ROOT / "keras-2.2.4-tensorflow" / "separable2d.json"
+    config = json.loads(source.read_text())
+    (layer,) = [
+        layer for layer in config["config"]["layers"]
+        if layer["class_name"] == "SeparableConv2D"
+    ]  # fmt: skip
+    layer["config"]["dilation_rate"] = [2, 2]
+    path = tmp_path / "dilated.json"
+    path.write_text(json.dumps(config))
+    weights = ROOT / "keras-2.2.4-tensorflow" / "separable2d.weights.h5"
+    with pytest.raises(legacy.LegacyFileError) as raised:
+        _load(path, weights=weights)
+    assert raised.value.field == "dilation_rate"
