@@ -530,3 +530,22 @@ def test_an_epsilon_passed_is_not_reported_as_assumed():
         assert bool(assumed) == warned, (epsilon, [str(w.message) for w in caught])
         if isinstance(epsilon, dict):
             assert "batchnormalization_1'" not in str(assumed[0].message)
+
+
+@pytest.mark.parametrize(
+    "weight_name, owner",
+    [
+        ("block_bn_gamma", "block_bn"),  # not "block": the longest name wins
+        ("block_W", "block"),
+        ("block_bn/gamma:0", "block_bn"),  # Keras 2: the path tells
+        ("other_W", None),
+    ],
+)
+def test_a_nested_models_array_goes_to_the_layer_that_owns_it(weight_name, owner):
+    """Keras 1 saved a nested model's arrays in one group, each named after
+    its layer and ``_``: where one layer's name starts another's
+    (``block``, ``block_bn``), an array goes to the longest name it starts
+    with."""
+    from keras_bn.legacy.assign import _owner
+
+    assert _owner(weight_name, {"block", "block_bn"}) == owner

@@ -74,6 +74,16 @@ def _inbound(config):
     config["config"]["layers"][1]["inbound_nodes"] = 7
 
 
+def _inbound_item(index, value):
+    """The first inbound item of layer 1 with its node (1) or tensor (2)
+    index set: a layer fed by another call, or another output, of a layer."""
+
+    def edit(config):
+        config["config"]["layers"][1]["inbound_nodes"][0][0][index] = value
+
+    return edit
+
+
 SEQUENTIAL = [
     ("version-letters", lambda c: c.__setitem__("keras_version", "1x.2"),
      "keras_version", None),
@@ -108,6 +118,8 @@ FUNCTIONAL = [
     ("output-int", _body("output_layers", [5]), "output_layers", None),
     ("inputs-int", _body("input_layers", 5), "input_layers", None),
     ("inbound-int", _inbound, "inbound_nodes", "a"),
+    ("inbound-second-node", _inbound_item(1, 1), "inbound_nodes", "a"),
+    ("inbound-second-tensor", _inbound_item(2, 1), "inbound_nodes", "a"),
     ("merge-mode-list",
      lambda c: [layer["config"].__setitem__("mode", ["x"])
                 for layer in c["config"]["layers"] if layer["class_name"] == "Merge"],
