@@ -443,3 +443,28 @@ def test_weights_load_into_batch_renormalization_layers(renorm_momentum):
             weights = layer.get_weights()
             np.testing.assert_array_equal(weights[4], weights[2])
             np.testing.assert_array_equal(weights[5], weights[3])
+
+
+def test_a_batch_normalization_with_a_repeated_role_is_refused(tmp_path):
+    """A Keras 2.2.4 file whose BatchNormalization holds a second gamma
+    (``gamma_1``, another array): which one is meant cannot be told, so the
+    file is refused, naming its arrays, and the model keeps its weights."""
+    import numpy as np
+
+    fixture = _fixture("keras-2.2.4-tensorflow", "dense")
+
+    def add_a_second_gamma(file):
+        group = file["batch_normalization_2"]
+        arrays = group["batch_normalization_2"]
+        arrays.create_dataset("gamma_1:0", data=2 * np.asarray(arrays["gamma:0"]))
+        names = list(group.attrs["weight_names"])
+        group.attrs["weight_names"] = [*names, b"batch_normalization_2/gamma_1:0"]
+
+    path = _edited_copy(tmp_path, fixture, "weights", add_a_second_gamma)
+    model = rf.build_model(fixture, batch_normalization="keras_bn")
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(legacy.LegacyFileError, match="gamma_1:0") as raised:
+        legacy.load_weights(model, path)
+    assert raised.value.layer == "batch_normalization_2"
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
