@@ -549,3 +549,16 @@ def test_a_nested_models_array_goes_to_the_layer_that_owns_it(weight_name, owner
     from keras_bn.legacy.assign import _owner
 
     assert _owner(weight_name, {"block", "block_bn"}) == owner
+
+
+@pytest.mark.parametrize(
+    "version, epsilon",
+    # BatchNormalization's default epsilon in each release's signature:
+    # 1e-6 up to 1.0.7, 1e-5 from 1.0.8, 1e-3 from 1.2.0 (as Keras 2 kept it).
+    [((1, 0, 7), 1e-6), ((1, 0, 8), 1e-5), ((1, 1, 2), 1e-5),
+     ((1, 2, 0), 1e-3), ((1, 2, 2), 1e-3), ((2, 2, 4), 1e-3)],
+)  # fmt: skip
+def test_each_releases_default_epsilon(version, epsilon):
+    from keras_bn.legacy.releases import version_epsilon
+
+    assert version_epsilon(version) == epsilon

@@ -192,19 +192,43 @@ def test_aliases_of_aliases_are_refused_quickly(tmp_path):
     path = tmp_path / "laughs.yaml"
     path.write_text(text)
     started = time.perf_counter()
-    with pytest.raises(legacy.LegacyFileError, match="aliases") as caught:
+    with pytest.raises(
+        legacy.LegacyFileError, match="aliases expand to more than"
+    ) as caught:
         _load(path, weights=DENSE / "dense.weights.h5")
     assert time.perf_counter() - started < 5
     assert len(str(caught.value)) < 500
 
 
-def test_repeated_layer_names_are_refused_before_reading(tmp_path):
+def test_aliases_beyond_the_documents_size_are_refused(tmp_path):
+    """Fewer than a million nodes, but far more than the document's size
+    justifies (8 a character): 9**5 expanded from a 3 KB file is refused."""
+    text = (DENSE / "dense.yaml").read_text()
+    laughs = ["laughs_0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for level in range(1, 5):
+        laughs.append(
+            f"laughs_{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]"
+        )
+    text = (
+        "\n".join(laughs)
+        + "\n"
+        + text.replace("epsilon:", "extra: *l4\n    epsilon:", 1)
+    )
+    assert 9**5 > 8 * len(text) and 9**5 < 10**6
+    path = tmp_path / "laughs.yaml"
+    path.write_text(text)
+    with pytest.raises(legacy.LegacyFileError, match="aliases expand to more than"):
+        _load(path, weights=DENSE / "dense.weights.h5")
+
+
+@pytest.mark.parametrize("times", [2, 300])
+def test_repeated_layer_names_are_refused_before_reading(tmp_path, times):
     source = REAL / "keras-2.2.4-tensorflow" / "dense.weights.h5"
     path = tmp_path / "repeated.h5"
     shutil.copy(source, path)
     with h5py.File(path, "r+") as file:
         names = list(file.attrs["layer_names"])
-        file.attrs["layer_names"] = np.array(names[:1] * 300)
+        file.attrs["layer_names"] = np.array(names[:1] * times + names[1:])
     with pytest.raises(legacy.LegacyFileError, match="more than once") as caught:
         legacy.read_weights(path)
     assert caught.value.field == "layer_names"

@@ -427,3 +427,32 @@ def test_a_dilated_separable_convolution_is_refused(tmp_path):
     with pytest.raises(legacy.LegacyFileError) as raised:
         _load(path, weights=weights)
     assert raised.value.field == "dilation_rate"
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "tensorflow",
+    reason="TensorFlow's CPU has no channels-first ConvLSTM2D to compare with",
+)
+def test_a_channels_first_conv_lstm_without_sequences(tmp_path):
+    """Keras 2.2.4's Theano ConvLSTM2D (channels-first) with
+    return_sequences=False, rows and columns of different sizes: run
+    channels-last between Permutes, it computes what Keras 3's own
+    channels-first layer computes with the same weights."""
+    directory = ROOT / "keras-2.2.4-theano"
+    config = json.loads((directory / "convlstm2d.json").read_text())
+    (layer,) = [
+        layer for layer in config["config"]["layers"]
+        if layer["class_name"] == "ConvLSTM2D"
+    ]  # fmt: skip
+    layer["config"]["return_sequences"] = False
+    path = tmp_path / "last_step.json"
+    path.write_text(json.dumps(config))
+    weights = directory / "convlstm2d.weights.h5"
+    x = np.load(directory / "convlstm2d.npz")["x"]
+    assert x.shape[-2] != x.shape[-1]  # rows != cols: a swap would show
+    transposed = _load(path, weights=weights, channels_first="transpose")
+    native = _load(path, weights=weights, channels_first="native")
+    got = transposed.predict(x, verbose=0)
+    expected = native.predict(x, verbose=0)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
