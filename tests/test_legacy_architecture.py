@@ -430,3 +430,23 @@ def test_a_keras2_json_without_its_version_is_read_as_keras2(tmp_path, release):
     np.testing.assert_allclose(
         model.predict(arrays["x"], verbose=0), arrays["y"], rtol=1e-4, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("key", ["output_dim", "input_dim"])
+def test_an_embeddings_sizes_are_checked_before_anything_is_allocated(tmp_path, key):
+    """An Embedding of 10**7 rows or columns would allocate 440 MB: both
+    sizes are compared with what the weights file holds before building
+    (10**7 is below the bound of other whole numbers, 2**24)."""
+    zoo = Path(__file__).resolve().parent / "fixtures" / "real_zoo"
+    directory = zoo / "keras-2.2.4-tensorflow"
+
+    def edit(config):
+        config["config"]["layers"][0]["config"][key] = 10**7
+
+    path = _edited(tmp_path, directory / "embedding.json", edit)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(legacy.LegacyFileError, match="justify") as caught:
+        _load(path, weights=directory / "embedding.weights.h5")
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 200 * 1024
+    assert caught.value.layer == "embedding_1"
