@@ -178,6 +178,7 @@ def test_sizes_are_checked_before_anything_is_allocated(tmp_path, units):
 def test_aliases_of_aliases_are_refused_quickly(tmp_path):
     """A 1.8 KB YAML "billion laughs" (9**9 expanded) as an argument's
     value: refused by the loader, in well under a second."""
+    pytest.importorskip("yaml")  # YAML architectures need PyYAML (the yaml extra)
     text = (DENSE / "dense.yaml").read_text()
     laughs = ["laughs_0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     for level in range(1, 9):
@@ -203,6 +204,7 @@ def test_aliases_of_aliases_are_refused_quickly(tmp_path):
 def test_aliases_beyond_the_documents_size_are_refused(tmp_path):
     """Fewer than a million nodes, but far more than the document's size
     justifies (8 a character): 9**5 expanded from a 3 KB file is refused."""
+    pytest.importorskip("yaml")  # YAML architectures need PyYAML (the yaml extra)
     text = (DENSE / "dense.yaml").read_text()
     laughs = ["laughs_0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     for level in range(1, 5):
