@@ -97,10 +97,12 @@ def _batch_norm_lines(weights, generation):
     from keras_bn.legacy import releases
 
     form, default = weights.batch_norm_form()
+    samplewise = releases.samplewise_formula(generation)
     if form is None:
         return [
             "BatchNormalization fourth array: not told by the file: load with "
-            'running_std="std" or "variance"'
+            'running_std="std" or "variance"',
+            f"mode 1 (samplewise), where a layer used it: {samplewise}",
         ]
     lines = [f"BatchNormalization fourth array: {_FORMS[form]}"]
     names = [
@@ -126,7 +128,6 @@ def _batch_norm_lines(weights, generation):
         meaning = "" if source.form == form else f", {_FORMS[source.form]}"
         mode = "" if source.mode is None else f", mode {source.mode}"
         lines.append(f"  {name}: {epsilon}{mode}{meaning}")
-    samplewise = releases.samplewise_formula(generation)
     if any(source.mode == 1 for source in sources.values()):
         lines.append(f"mode 1 (samplewise): {samplewise}")
     elif not weights.layer_configs and generation in (0, 1):

@@ -747,3 +747,24 @@ def test_convert_refuses_old_file_options_for_a_keras_file(tmp_path, capsys, rng
         err = capsys.readouterr().err
         assert f"{option[0]} is for old Keras files" in err, err
         assert not new.exists()
+
+
+@pytest.mark.parametrize(
+    "release, formula",
+    [
+        ("keras-0.3.3-theano", "(x - mean) / (std + epsilon)"),
+        ("keras-1.1.2-tensorflow", "(x - mean) / (sqrt(var + epsilon) + epsilon)"),
+    ],
+)
+def test_inspect_of_a_weights_file_tells_the_samplewise_formula(
+    capsys, release, formula
+):
+    """A Keras 0.x or 1.x weights file records no mode: its layers may have
+    normalized samplewise, and the report says how that release did."""
+    assert main(["inspect", str(REAL / release / "dense.weights.h5")]) == 0
+    (line,) = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("mode 1 (samplewise), where a layer used it: ")
+    ]
+    assert formula in line
