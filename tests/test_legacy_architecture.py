@@ -175,21 +175,25 @@ def test_sizes_are_checked_before_anything_is_allocated(tmp_path, units):
     assert (caught.value.layer, caught.value.field) == ("dense_1", "units")
 
 
-def test_aliases_of_aliases_are_refused_quickly(tmp_path):
-    """A 1.8 KB YAML "billion laughs" (9**9 expanded) as an argument's
-    value: refused by the loader, in well under a second."""
-    pytest.importorskip("yaml")  # YAML architectures need PyYAML (the yaml extra)
-    text = (DENSE / "dense.yaml").read_text()
+def _laughs(levels):
+    """dense.yaml with a "billion laughs" of ``levels`` levels (9**levels
+    expanded) as an argument's value; skips without PyYAML, which YAML
+    architectures need (the yaml extra)."""
+    pytest.importorskip("yaml")
     laughs = ["laughs_0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
-    for level in range(1, 9):
+    for level in range(1, levels):
         laughs.append(
             f"laughs_{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]"
         )
-    text = (
-        "\n".join(laughs)
-        + "\n"
-        + text.replace("epsilon:", "extra: *l8\n    epsilon:", 1)
-    )
+    text = (DENSE / "dense.yaml").read_text()
+    extra = f"extra: *l{levels - 1}\n    epsilon:"
+    return "\n".join(laughs) + "\n" + text.replace("epsilon:", extra, 1)
+
+
+def test_aliases_of_aliases_are_refused_quickly(tmp_path):
+    """A 1.8 KB YAML "billion laughs" (9**9 expanded) as an argument's
+    value: refused by the loader, in well under a second."""
+    text = _laughs(9)
     path = tmp_path / "laughs.yaml"
     path.write_text(text)
     started = time.perf_counter()
@@ -204,18 +208,7 @@ def test_aliases_of_aliases_are_refused_quickly(tmp_path):
 def test_aliases_beyond_the_documents_size_are_refused(tmp_path):
     """Fewer than a million nodes, but far more than the document's size
     justifies (8 a character): 9**5 expanded from a 3 KB file is refused."""
-    pytest.importorskip("yaml")  # YAML architectures need PyYAML (the yaml extra)
-    text = (DENSE / "dense.yaml").read_text()
-    laughs = ["laughs_0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
-    for level in range(1, 5):
-        laughs.append(
-            f"laughs_{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]"
-        )
-    text = (
-        "\n".join(laughs)
-        + "\n"
-        + text.replace("epsilon:", "extra: *l4\n    epsilon:", 1)
-    )
+    text = _laughs(5)
     assert 9**5 > 8 * len(text) and 9**5 < 10**6
     path = tmp_path / "laughs.yaml"
     path.write_text(text)
