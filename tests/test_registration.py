@@ -90,3 +90,15 @@ def test_the_public_names_resolve():
     assert set(keras_bn.__all__) <= set(dir(keras_bn))
     with pytest.raises(AttributeError, match="no attribute 'BatchNorm'"):
         keras_bn.BatchNorm  # noqa: B018
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_a_missing_backend_gets_advice_and_other_modules_do_not(backend, monkeypatch):
+    """Whichever of the three backends Keras cannot import, the advice names
+    it and what to set; a missing module of another name is not Keras'
+    backend, and gets none."""
+    monkeypatch.setenv("KERAS_BACKEND", backend)
+    advice = keras_bn._backend_advice(ModuleNotFoundError(name=backend))
+    assert advice.startswith(f"Keras cannot import its backend ({backend}, named by")
+    assert "KERAS_BACKEND" in advice
+    assert keras_bn._backend_advice(ModuleNotFoundError(name="numpy")) is None
