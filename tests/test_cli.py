@@ -768,3 +768,19 @@ def test_inspect_of_a_weights_file_tells_the_samplewise_formula(
         if line.startswith("mode 1 (samplewise), where a layer used it: ")
     ]
     assert formula in line
+
+
+def test_inspect_of_a_keras1_file_with_its_version_and_no_config(tmp_path, capsys):
+    """A Keras 1 layout that records its version but no model config: its
+    fourth array is told, and the samplewise formula of Keras 1 still is."""
+    path = tmp_path / "versioned.h5"
+    shutil.copy(REAL / "keras-1.1.2-tensorflow" / "dense.weights.h5", path)
+    with h5py.File(path, "r+") as file:
+        file.attrs["keras_version"] = "1.1.2"
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "BatchNormalization fourth array: variance" in out
+    assert (
+        "mode 1 (samplewise), where a layer used it: "
+        "(x - mean) / (sqrt(var + epsilon) + epsilon)"
+    ) in out

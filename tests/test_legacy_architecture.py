@@ -445,3 +445,23 @@ def test_an_embeddings_sizes_are_checked_before_anything_is_allocated(tmp_path, 
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 200 * 1024
     assert caught.value.layer == "embedding_1"
+
+
+def test_a_keras2_json_without_version_or_epsilon_takes_keras2s_default(tmp_path):
+    """No keras_version and a BatchNormalization that records no epsilon: the
+    Dense layers' ``units`` tell Keras 2, whose default epsilon is 1e-3."""
+    release = "keras-2.2.4-tensorflow"
+
+    def strip(config):
+        config.pop("keras_version", None)
+        config.pop("backend", None)
+        for layer in config["config"]["layers"]:
+            if layer["class_name"] == "BatchNormalization":
+                layer["config"].pop("epsilon")
+
+    path = _edited(tmp_path, REAL / release / "dense.json", strip)
+    model = _load(path, weights=REAL / release / "dense.weights.h5")
+    epsilons = [
+        layer.epsilon for layer in model.layers if "batch_normalization" in layer.name
+    ]
+    assert epsilons and all(epsilon == 1e-3 for epsilon in epsilons)
