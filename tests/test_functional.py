@@ -366,6 +366,70 @@ def test_batch_moments_keeps_autodiff_on_torch(rng):
     np.testing.assert_allclose(x.grad.numpy(), numeric_gradient(loss, x_np), atol=1e-7)
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's statistics kernel")
+@pytest.mark.parametrize(
+    "shape, axes",
+    [
+        ((1024, 5), (0,)),  # 1024 rows: the kernel as it is
+        ((4096, 3), (0,)),  # four interleaved groups of 1024 rows
+        ((5003, 3), (0,)),  # five groups of 1000 rows, and 3 rows over
+        ((2050, 1), (0,)),  # one feature; 1 row over
+        ((64, 6, 7, 3), (0, 1, 2)),  # channels last (NHWC)
+        ((16, 3, 40, 40), (0, 2, 3)),  # channels first: summed in float64
+        ((3, 4, 5), (0, 2)),
+    ],
+)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_torch_statistics_kernel_far_from_zero(
+    rng, monkeypatch, shape, axes, dtype, contiguous
+):
+    """Where no gradient flows through them, the statistics come from
+    PyTorch's batch-norm kernel, whose float32 running sums lose the spread
+    to a large mean past a few thousand rows: no sum it is given runs over
+    more than 1024 rows (a features-last batch is cut into interleaved
+    groups), and the combined statistics of data of mean 1000 and std 1
+    match float64 NumPy."""
+    import torch
+
+    from keras_bn._backend import torch as torch_backend
+
+    kernel_inputs = []
+    kernel = torch_backend._kernel_statistics
+
+    def recording_kernel(t):
+        kernel_inputs.append(tuple(t.shape))
+        return kernel(t)
+
+    monkeypatch.setattr(torch_backend, "_kernel_statistics", recording_kernel)
+    x = rng.normal(1000.0, 1.0, size=shape).astype(dtype)
+    if contiguous:
+        x_torch = torch.from_numpy(x)
+    else:  # the same values, laid out transposed in memory
+        reverse = tuple(reversed(range(x.ndim)))
+        x_torch = torch.from_numpy(np.ascontiguousarray(x.transpose(reverse)))
+        x_torch = x_torch.permute(reverse)
+    count = int(np.prod([shape[a] for a in axes]))
+    mean, variance = torch_backend.moments(x_torch, axes, count)
+
+    assert kernel_inputs
+    for kernel_shape in kernel_inputs:
+        columns = kernel_shape[2] if len(kernel_shape) == 3 else 1
+        # Per-feature sums over rows one after another in float32: few rows.
+        assert columns > 1 or kernel_shape[0] <= 1024
+    exact = x.astype("float64")
+    want_mean = exact.mean(axis=axes, keepdims=True)
+    want_variance = exact.var(axis=axes, keepdims=True)
+    assert tuple(mean.shape) == want_mean.shape == tuple(variance.shape)
+    spread = np.sqrt(want_variance)
+    # float32: what two passes of torch.sum give, within the bounds of
+    # test_statistics_of_a_large_batch_with_a_large_mean (a float32 ulp at
+    # 1000 is 6e-5 of the spread).
+    bound = 1e-3 if dtype == "float32" else 1e-10
+    np.testing.assert_array_less(np.abs(mean.numpy() - want_mean), bound * spread)
+    np.testing.assert_allclose(variance.numpy(), want_variance, rtol=bound)
+
+
 # -- backend replacements against the generic forms ------------------------------
 
 

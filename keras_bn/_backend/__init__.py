@@ -74,8 +74,6 @@ asks on every step, and on eager PyTorch every dispatch shows.
 
 import importlib
 
-import keras
-
 __all__ = ["REPLACED", "replacement"]
 
 # operation -> the backends that replace it (the table above).
@@ -100,6 +98,12 @@ _modules: dict[str, object] = {}
 def replacement(operation):
     """The running backend's replacement for ``operation`` (a name in
     `REPLACED`), or None where the generic form in functional.py applies."""
+    # Imported here, not at the top: importing Keras registers keras_bn's
+    # classes (keras_bn/_registration.py), which imports functional.py,
+    # which imports this module; from the top, ``import keras_bn._backend``
+    # as a process's first import would find it half made.
+    import keras
+
     backend = keras.backend.backend()
     if backend not in REPLACED[operation]:
         return None

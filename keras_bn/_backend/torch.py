@@ -21,24 +21,112 @@ def multiply_add(x, scale, offset):
     return torch.addcmul(tensor(offset), x, tensor(scale))
 
 
-def moments(x, axes, count):
-    """Mean and population variance over ``axes`` (kept as size-1 dims), in
-    two passes, as functional's generic ``_moments``.
+# The most rows one of ATen's float32 running sums may take in `moments`:
+# past about 2^24 / |mean| rows its rounding swamps the spread (below).
+_GROUP_ROWS = 1024
 
-    Not PyTorch's batch-norm statistics kernel: it sums each feature's rows
-    one after another in float32, and against a large mean the rounding of
-    the running sum swamps the spread (2^20 rows of mean 1000 and std 1: a
-    mean off by 4 std, a std off by 300%). torch.sum's cascaded sums hold to
-    about 1e-4 of the std there.
+
+def moments(x, axes, count):
+    """Mean and population variance over ``axes`` (kept as size-1 dims), as
+    functional's generic ``_moments`` computes them.
+
+    On the CPU, where no gradient is taken through them (the closed form's
+    forward pass), ATen's batch-norm statistics kernel: two reads of ``x``
+    and no full-size temporary, where the generic form makes four reads, two
+    writes and a temporary. That kernel is exact enough in one layout only.
+    With the features not last (NCHW), it sums in float64. With the features
+    last (2-D, NHWC) it sums each feature's rows one after another in
+    float32, and against a large mean that rounding swamps the spread (2^20
+    rows of mean 1000 and std 1: a mean off by 10 std). There the rows are
+    viewed as interleaved groups of at most `_GROUP_ROWS` rows, one
+    pseudo-feature per group and feature (a view: no copy), and the groups'
+    statistics are combined exactly (Chan et al.): as accurate as two
+    passes of ``torch.sum``.
+
+    Elsewhere (a derivative or a ``torch.func`` transform through the
+    statistics, another device, other dtypes), two passes with
+    ``torch.sum``, the squares taken in place where nothing differentiates
+    them.
     """
+    plain = not _differentiated(x)
+    layout = _feature_layout(x, axes)
+    if (
+        not plain
+        or layout is None
+        or x.numel() == 0
+        or x.device.type != "cpu"
+        or x.dtype not in (torch.float32, torch.float64)
+    ):
+        return _two_pass_moments(x, axes, count, in_place=plain)
+    reduced = {a % x.ndim for a in axes}
+    shape = [1 if a in reduced else size for a, size in enumerate(x.shape)]
+    rows, features, columns = layout
+    # The kernel reads its input in place only when it is contiguous.
+    if columns > 1:
+        mean, variance = _kernel_statistics(x.reshape(layout).contiguous())
+    else:
+        mean, variance = _grouped_statistics(x.reshape(rows, features).contiguous())
+    return mean.reshape(shape), variance.reshape(shape)
+
+
+def _differentiated(x):
+    """Whether a derivative or a transform flows through ``x``: autograd
+    records it, forward-mode autodiff carries a tangent on it, or a
+    ``torch.func`` transform (vmap, grad, jvp) wraps it. The kernel has no
+    derivative and no batching rule, and in-place operations break these."""
+    return (
+        (torch.is_grad_enabled() and x.requires_grad)
+        or torch.autograd.forward_ad.unpack_dual(x).tangent is not None
+        or torch._C._functorch.is_functorch_wrapped_tensor(x)
+    )
+
+
+def _kernel_statistics(x):
+    """Per-feature (axis 1) mean and population variance from ATen's
+    batch-norm statistics kernel."""
+    return torch.batch_norm_update_stats(x, None, None, 0.0)
+
+
+def _grouped_statistics(x):
+    """Per-column mean and population variance of a 2-D ``x`` whose ATen
+    sums would run over more than `_GROUP_ROWS` rows: rows ``k, k + g,
+    k + 2g, ...`` form group ``k`` of ``g`` groups (the first ``g * (rows //
+    g)`` rows viewed as ``(rows // g, g * features)``), the rows left over
+    one group more; each group's statistics come from the kernel, then
+    ``mean = sum(n_k * mean_k) / n`` and ``variance = sum(n_k * (var_k +
+    (mean_k - mean)**2)) / n``."""
+    rows, features = x.shape
+    groups = -(-rows // _GROUP_ROWS)
+    if groups == 1:
+        return _kernel_statistics(x)
+    group_rows = rows // groups
+    whole = groups * group_rows
+    mean, variance = _kernel_statistics(x[:whole].view(group_rows, groups * features))
+    means = [mean.view(groups, features)]
+    variances = [variance.view(groups, features)]
+    counts = [torch.full((groups, 1), group_rows, dtype=x.dtype)]
+    if whole < rows:  # fewer rows than groups: one more group
+        mean, variance = _kernel_statistics(x[whole:])
+        means.append(mean.view(1, features))
+        variances.append(variance.view(1, features))
+        counts.append(torch.full((1, 1), rows - whole, dtype=x.dtype))
+    means, variances, counts = (
+        torch.cat(means),
+        torch.cat(variances),
+        torch.cat(counts),
+    )
+    mean = torch.sum(counts * means, dim=0) / rows
+    spread = variances + (means - mean).square_()
+    return mean, torch.sum(counts * spread, dim=0) / rows
+
+
+def _two_pass_moments(x, axes, count, in_place):
+    """functional's generic two passes in torch calls: the mean, then the
+    squared deviations from it, squared in place (one full-size temporary
+    fewer) where ``in_place``."""
     mean = torch.sum(x, dim=axes, keepdim=True) / count
     deviations = x - mean
-    if torch.is_grad_enabled() and x.requires_grad:
-        # Autograd needs the deviations it saved.
-        squares = deviations.square()
-    else:
-        # Squared in place: one full-size temporary fewer.
-        squares = deviations.square_()
+    squares = deviations.square_() if in_place else deviations.square()
     return mean, torch.sum(squares, dim=axes, keepdim=True) / count
 
 
