@@ -19,6 +19,50 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 BACKEND = keras.backend.backend()
 
+# -- sweeps over the old releases' files ------------------------------------------
+#
+# What an old file's loading does with its arrays is NumPy and the same on
+# every backend; what the backend changes is how the rebuilt model runs. So
+# the sweeps over every file of every release run whole on one backend only
+# (in CI), and every backend, and the fast suite (pytest -m "not slow"), load
+# a sample of releases that between them run every line of the legacy
+# package the whole sweeps run (checked with coverage): the first 0.x
+# release, a Keras 1.0 written with TensorFlow, the last 1.x with Theano
+# (its flipped kernels) and Keras 2.2.4 with TensorFlow.
+SWEEP_BACKEND = "jax"
+SAMPLE_RELEASES = frozenset(
+    {
+        "keras-0.2.0-theano",
+        "keras-1.0.7-tensorflow",
+        "keras-1.2.2-theano",
+        "keras-2.2.4-tensorflow",
+    }
+)
+
+
+def release_param(release, *values, id):
+    """A parameter of a sweep over the old releases' files, ``release``
+    naming the directory (``keras-1.2.2-theano``): outside the sample, it
+    runs on `SWEEP_BACKEND` only, and not in the fast suite."""
+    marks = () if release in SAMPLE_RELEASES else (pytest.mark.sweep,)
+    return pytest.param(*values, id=id, marks=marks)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    # tryfirst: the sweep's tests are slow before -m selects.
+    kept, deselected = [], []
+    for item in items:
+        if item.get_closest_marker("sweep"):
+            item.add_marker(pytest.mark.slow)
+            if BACKEND != SWEEP_BACKEND:
+                deselected.append(item)
+                continue
+        kept.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
 
 @pytest.fixture
 def rng():

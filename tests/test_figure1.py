@@ -225,6 +225,7 @@ def test_train_calls_progress_at_each_checkpoint(split):
     np.testing.assert_array_equal([c[2] for c in calls], record.test_accuracy)
 
 
+@pytest.mark.slow  # a training run
 def test_train_is_reproducible_and_seeded(split):
     def run(seed):
         model = figure1.build_model(BatchNormalization, seed=1)

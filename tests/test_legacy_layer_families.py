@@ -22,6 +22,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import release_param
 
 from keras_bn import legacy
 from keras_bn.cli import main
@@ -41,7 +42,13 @@ def _manifests():
 
 
 MODELS = [
-    pytest.param(directory, manifest, entry, id=f"{directory.name}-{entry['name']}")
+    release_param(
+        directory.name,
+        directory,
+        manifest,
+        entry,
+        id=f"{directory.name}-{entry['name']}",
+    )
     for directory, manifest in _manifests()
     for entry in manifest["models"]
 ]
@@ -318,6 +325,24 @@ def test_the_old_defaults(class_name, config, generation, key, expected):
         np.testing.assert_allclose(got, np.clip(0.2 * x + 0.5, 0, 1))
         return
     assert kwargs[key] == expected
+
+
+@pytest.mark.parametrize("value", [2, "x", [1, 2]])
+def test_an_argument_no_translator_knows_is_refused_by_name(tmp_path, value):
+    """A layer argument the old releases did not have (or a damaged file's)
+    is never dropped in silence: the model is refused, naming it."""
+    directory, manifest, entry = _entry("keras-2.2.4-tensorflow", "conv2d_rect")
+    config = json.loads((directory / entry["files"]["json"]).read_text())
+    layers = config["config"]
+    layers = layers["layers"] if isinstance(layers, dict) else layers
+    (convolution,) = [layer for layer in layers if layer["class_name"] == "Conv2D"]
+    convolution["config"]["frobnication"] = value
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(legacy.LegacyFileError, match="frobnication") as caught:
+        _load(path, weights=directory / entry["files"]["weights"])
+    assert caught.value.field == "frobnication"
+    assert "not supported" in str(caught.value)
 
 
 def test_a_model_recording_both_orderings_needs_dim_ordering(tmp_path):

@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 import pytest
 import real_fixtures as rf
+from conftest import release_param
 
 from keras_bn import legacy
 
@@ -75,7 +76,7 @@ def _cases():
             (fixture,) = [f for f in fixtures if f.name == name]
             cases.append((fixture, "yaml", target))
     return [
-        pytest.param(f, form, target, id=f"{f.id}-{form}-{target}")
+        release_param(f.directory.name, f, form, target, id=f"{f.id}-{form}-{target}")
         for f, form, target in cases
     ]
 

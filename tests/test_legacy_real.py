@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import real_fixtures as rf
+from conftest import release_param
 
 from keras_bn import legacy
 from keras_bn.cli import main
@@ -38,7 +39,13 @@ def non_default_epsilon(fixture):
 
 
 CASES = [
-    pytest.param(fixture, kind, target, id=f"{fixture.id}-{kind}-{target}")
+    release_param(
+        fixture.directory.name,
+        fixture,
+        kind,
+        target,
+        id=f"{fixture.id}-{kind}-{target}",
+    )
     for fixture in FIXTURES
     for kind in ("weights", "model")
     if fixture.has(kind)

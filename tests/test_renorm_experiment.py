@@ -273,6 +273,7 @@ def test_check_clipping_measures_whether_the_step_keeps_its_clipping():
         assert check.traced
 
 
+@pytest.mark.slow  # a training run
 def test_train_relaxes_the_clipping_in_stages(split):
     model = rx.build_model("renorm")
     batches = rx.iid_batches(len(split.x_train), 4, 16, seed=0)
@@ -311,6 +312,7 @@ def test_train_without_renorm_compiles_once(split):
     assert record.compiles == 1
 
 
+@pytest.mark.slow  # a training run
 def test_train_is_reproducible(split):
     batches = rx.iid_batches(len(split.x_train), 4, 6, seed=0)
 
@@ -349,6 +351,7 @@ def test_train_rejects_bad_arguments(split, kwargs, error, message):
         rx.train(rx.build_model("renorm"), split, **arguments)
 
 
+@pytest.mark.slow  # a training run
 def test_compare_trains_every_network_on_the_same_batches(split):
     train_batches = rx.non_iid_batches(split.y_train, 4, 6, seed=0)
     test_batches = rx.non_iid_batches(split.y_test, 4, 5, seed=1)
