@@ -150,6 +150,10 @@ def featurewise_backward(upstream, x, gamma, mean, std, epsilon, axes):
         # The kernel divides by the row count: an empty batch would kill the
         # process (SIGFPE). The generic form handles it.
         return None
+    if layout[2] == 1:
+        # Features last: the 2-D view takes the kernel's vectorized
+        # channels-last path.
+        layout = layout[:2]
     shape = mean.shape
     invstd = torch.rsqrt(std * (std + epsilon))
     weight = torch.broadcast_to(gamma, shape) * torch.sqrt(std / (std + epsilon))
