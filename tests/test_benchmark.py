@@ -80,3 +80,30 @@ def test_network_benchmark_quick(tmp_path):
             assert value < 1e-4
     convnet = report["results"][0]
     assert convnet["folded"] == convnet["batch_normalizations"] == 6
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.profiler of eager PyTorch")
+def test_torch_step_profile():
+    completed = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "profile_torch_step.py")]
+        + ["--shapes", "32x16"],
+        cwd=ROOT,
+        env={**os.environ, "KERAS_BACKEND": BACKEND},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    out = completed.stdout
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| ")]
+    split = {row[1].strip(): [float(v) for v in row[2:5]] for row in rows[1:5]}
+    assert set(split) == {
+        "keras_bn",
+        "identity layer",
+        "x*gamma layer",
+        "torch.nn.BatchNorm1d",
+    }
+    for total, kernels, rest in split.values():
+        assert 0 <= kernels <= total and abs(total - kernels - rest) < 2e-3
+    # keras_bn's step runs ATen's fused batch-norm backward, as PyTorch's does.
+    assert "| aten::native_batch_norm_backward |" in out
