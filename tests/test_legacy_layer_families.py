@@ -345,6 +345,34 @@ def test_an_argument_no_translator_knows_is_refused_by_name(tmp_path, value):
     assert "not supported" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "mode, meaning", [(1, "samplewise"), (2, "batch statistics at inference")]
+)
+def test_a_mode_the_stock_layer_cannot_compute_is_refused_by_name(mode, meaning):
+    """Keras 1.x's modes 1 and 2 have no stock Keras 3 equivalent: rebuilt
+    with the stock layer, such a model is refused, naming ``mode`` and what
+    to pass instead; keras_bn's layer rebuilds it and predicts what Keras
+    1.2.2 did."""
+    directory = Path(__file__).resolve().parent / "fixtures" / "real"
+    directory = directory / "keras-1.2.2-theano"
+    path = directory / f"dense_mode{mode}.model.h5"
+    with pytest.raises(legacy.LegacyFileError, match=meaning) as caught:
+        _load(path, batch_normalization="keras")
+    assert caught.value.field == "mode"
+    assert "batch_normalization='keras_bn'" in str(caught.value)
+    arrays = np.load(directory / f"dense_mode{mode}.npz")
+    assert _close(_load(path), arrays) <= 1e-4
+
+
+def test_bidirectional_merges_by_concatenation_unless_told():
+    """Keras' Bidirectional concatenates the two directions by default; a
+    config that records no merge_mode gets that."""
+    layer = {"class_name": "LSTM", "config": {"units": 3, "name": "inner"}}
+    assert _translated("Bidirectional", {"layer": layer})["merge_mode"] == "concat"
+    told = _translated("Bidirectional", {"layer": layer, "merge_mode": "ave"})
+    assert told["merge_mode"] == "ave"
+
+
 def test_a_model_recording_both_orderings_needs_dim_ordering(tmp_path):
     """A Keras 1 model whose layers record 'th' and 'tf' tells nothing for a
     layer that records none: refused by name unless dim_ordering is given."""
