@@ -784,3 +784,211 @@ def test_inspect_of_a_keras1_file_with_its_version_and_no_config(tmp_path, capsy
         "mode 1 (samplewise), where a layer used it: "
         "(x - mean) / (sqrt(var + epsilon) + epsilon)"
     ) in out
+
+
+# -- failures on the way: the output folder, a swap, the backend, the reader ------
+
+
+def test_convert_into_a_folder_that_does_not_exist(tmp_path, capsys):
+    """NEW.keras in a folder that is not there: one line naming the folder,
+    exit 1, before anything is read or built."""
+    source, *rest = _dense_arguments()
+    folder = tmp_path / "absent"
+    assert main(["convert", source, str(folder / "m.keras"), *rest]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"keras-bn: error: {folder}: no such folder for the output.\n"
+    assert os.listdir(tmp_path) == []
+
+
+def test_convert_of_a_compiled_keras_file_says_it_compiles_again(tmp_path, capsys):
+    """A compiled .keras file is compiled again from its compile config; the
+    report says that the optimizer's state is not carried."""
+    source, new = tmp_path / "in.keras", tmp_path / "out.keras"
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.BatchNormalization(name="bn")]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    model.save(source)
+    assert main(["convert", str(source), str(new)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.splitlines() == [
+        f"converted:     {source} (a Keras 3 .keras file)",
+        "swapped:",
+        "  bn: now keras_bn.BatchNormalization",
+        "kept:",
+        "  none",
+        "compiled:      again from its compile config; the optimizer's state "
+        "is not carried",
+        f"wrote:         {new}",
+    ]
+    assert keras.saving.load_model(new).compiled
+
+
+@pytest.mark.parametrize("target, swap", [("keras_bn", "model_from_keras"),
+                                          ("keras", "model_to_keras")])  # fmt: skip
+def test_convert_of_a_keras_file_it_cannot_swap(
+    tmp_path, capsys, monkeypatch, target, swap
+):
+    """A model whose layers the swap refuses (a ValueError or TypeError, as
+    for a subclassed model): one line naming the file and the reason, exit
+    1, nothing written."""
+    from keras_bn import convert
+
+    def refuse(model):
+        raise TypeError("a subclassed model: its layers cannot be rebuilt")
+
+    monkeypatch.setattr(convert, swap, refuse)
+    source = tmp_path / "in.keras"
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(source)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    argv = ["convert", str(source), str(out_dir / "new.keras")]
+    assert main([*argv, "--batch-normalization", target]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"keras-bn: error: {source}: cannot swap its layers: a subclassed "
+        "model: its layers cannot be rebuilt\n"
+    )
+    assert os.listdir(out_dir) == []
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("tensorflow", "Keras cannot import its backend (tensorflow, named by "
+                       "KERAS_BACKEND): set KERAS_BACKEND=torch, installed here."),
+        ("yaml_extra", "{source}: ModuleNotFoundError: No module named "
+                       "'yaml_extra'"),
+    ],
+    ids=["backend", "another-module"],
+)  # fmt: skip
+def test_convert_without_a_module_it_needs(
+    tmp_path, capsys, monkeypatch, name, expected
+):
+    """A ModuleNotFoundError while converting: for Keras' backend, the one
+    line of advice (here: TensorFlow named but missing, PyTorch installed);
+    for any other module, the error itself; exit 1 either way."""
+    import importlib.util
+
+    from keras_bn.legacy import models
+
+    def rebuild(*args, **kwargs):
+        raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(module, *args, **kwargs):
+        if module in ("tensorflow", "jax", "torch"):
+            return real_find_spec("os") if module == "torch" else None
+        return real_find_spec(module, *args, **kwargs)
+
+    monkeypatch.setattr(models, "rebuild", rebuild)
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    source, *rest = _dense_arguments()
+    assert main(["convert", source, str(tmp_path / "m.keras"), *rest]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"keras-bn: error: {expected.format(source=source)}\n"
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_error_message_is_one_line_of_at_most_2000_characters(capsys):
+    """Whitespace (newlines included) collapses to single spaces, and a
+    message past 2000 characters is cut to 1997 and '...'."""
+    assert keras_bn.cli._error("first\nsecond\t third") == 1
+    assert capsys.readouterr().err == "keras-bn: error: first second third\n"
+    assert keras_bn.cli._error("ab" * 1500) == 1
+    err = capsys.readouterr().err
+    assert err == "keras-bn: error: " + "ab" * 998 + "a...\n"
+    assert len(err) == len("keras-bn: error: ") + 2000 + 1
+
+
+class _ClosedPipe:
+    """A stdout whose reader has gone away, on the descriptor ``fd``."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def fileno(self):
+        return self.fd
+
+
+def test_inspect_into_a_closed_pipe_points_stdout_at_devnull(
+    tmp_path, monkeypatch, arrays
+):
+    """The reader went away before the report was printed: exit 0, and
+    stdout's descriptor now writes to the null device, so that Python's own
+    flush at exit cannot fail again."""
+    path = tmp_path / "weights.h5"
+    EXAMPLES[0].write(path, arrays)
+    stand_in = tmp_path / "stdout"
+    fd = os.open(stand_in, os.O_WRONLY | os.O_CREAT)
+    try:
+        monkeypatch.setattr(sys, "stdout", _ClosedPipe(fd))
+        assert main(["inspect", str(path)]) == 0
+        monkeypatch.undo()
+        assert os.path.samestat(os.fstat(fd), os.stat(os.devnull))
+        os.write(fd, b"after the pipe closed")
+    finally:
+        os.close(fd)
+    assert stand_in.read_bytes() == b""
+
+
+def test_termination_handler_outside_the_main_thread(tmp_path):
+    """Signal handlers can be set from the main thread only: elsewhere the
+    context leaves SIGTERM's handler as it is, and its body still runs."""
+    import threading
+
+    from keras_bn.cli import _removed_on_termination
+
+    before = signal.getsignal(signal.SIGTERM)
+    seen = []
+
+    def body():
+        with _removed_on_termination(str(tmp_path / "t.keras")):
+            seen.append(signal.getsignal(signal.SIGTERM))
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert seen == [before]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_while_writing_removes_the_temporary_and_signals_again(
+    tmp_path, monkeypatch
+):
+    """SIGTERM inside the context: the temporary file is removed, SIGTERM's
+    default action is restored and the process sends SIGTERM to itself (here
+    recorded instead of delivered), and the termination propagates."""
+    from keras_bn import cli
+
+    temporary = tmp_path / ".keras-bn-convert-x.keras"
+    temporary.write_bytes(b"partial")
+    sent = []
+
+    def kill(pid, signum):
+        sent.append((pid, signum, signal.getsignal(signal.SIGTERM)))
+
+    monkeypatch.setattr(cli.os, "kill", kill)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(cli._Terminated):
+            with cli._removed_on_termination(str(temporary)):
+                handler = signal.getsignal(signal.SIGTERM)
+                assert handler is not before
+                handler(signal.SIGTERM, None)  # as the signal would call it
+        assert sent == [(os.getpid(), signal.SIGTERM, signal.SIG_DFL)]
+        assert not temporary.exists()
+    finally:
+        signal.signal(signal.SIGTERM, before)
