@@ -84,6 +84,42 @@ def _inbound_item(index, value):
     return edit
 
 
+def _merge_first(config_value):
+    """The first layer replaced by a Keras 1 Merge whose config is
+    ``config_value``."""
+
+    def edit(config):
+        config["config"][0] = {"class_name": "Merge", "config": config_value}
+
+    return edit
+
+
+def _merge_of_models_second(config):
+    branch = {"class_name": "Sequential", "config": config["config"][:1]}
+    settings = {"name": "merge", "mode": "concat", "layers": [branch, branch]}
+    merge = {"class_name": "Merge", "config": settings}
+    config["config"].insert(1, merge)
+
+
+def _nested_model_with_two_inputs(config):
+    """A functional model with a second (unused) input, as layer 1 of the
+    Sequential."""
+    inner = json.loads((DENSE / "functional.json").read_text())["config"]
+    inner["layers"].insert(1, {
+        "name": "x2", "class_name": "InputLayer", "inbound_nodes": [],
+        "config": {"name": "x2", "batch_input_shape": [None, 6]},
+    })  # fmt: skip
+    inner["input_layers"].append(["x2", 0, 0])
+    config["config"].insert(1, {"class_name": "Model", "config": inner})
+
+
+def _inbound_of(index, inbound_nodes):
+    def edit(config):
+        config["config"]["layers"][index]["inbound_nodes"] = inbound_nodes
+
+    return edit
+
+
 SEQUENTIAL = [
     ("version-letters", lambda c: c.__setitem__("keras_version", "1x.2"),
      "keras_version", None),
@@ -108,6 +144,17 @@ SEQUENTIAL = [
      _first("activation", {"class_name": "__bytes__", "config": {"value": 1}}),
      "activation", "dense_1"),
     ("dilation-nested", _first("dilation_rate", [[1]]), "dilation_rate", "dense_1"),
+    ("backend-number", lambda c: c.__setitem__("backend", 3), "backend", None),
+    ("class-name-number", lambda c: c["config"][1].__setitem__("class_name", 5),
+     "name", None),
+    ("merge-of-models-not-first", _merge_of_models_second, "layers", "merge"),
+    ("merge-config-text", _merge_first("concat"), None, None),
+    ("merge-first-without-models", _merge_first({"name": "m", "mode": "sum"}),
+     "input_shape", "m"),
+    ("merge-branch-not-sequential",
+     _merge_first({"name": "m", "layers": [{"class_name": "Dense", "config": {}}]}),
+     "layers", "m"),
+    ("nested-model-two-inputs", _nested_model_with_two_inputs, "config", "model_1"),
 ]  # fmt: skip
 
 FUNCTIONAL = [
@@ -124,6 +171,10 @@ FUNCTIONAL = [
      lambda c: [layer["config"].__setitem__("mode", ["x"])
                 for layer in c["config"]["layers"] if layer["class_name"] == "Merge"],
      "mode", "cat"),
+    ("inbound-unknown-layer", _inbound_item(0, "ghost"), "inbound_nodes", None),
+    ("cycle", _inbound_of(1, [[["out", 0, 0]]]), "inbound_nodes", None),
+    # A layer that takes nothing fails when it is called: refused by name.
+    ("inbound-none", _inbound_of(1, []), "config", "a"),
 ]  # fmt: skip
 
 
@@ -135,6 +186,16 @@ GRAPH_CASES = [
     ("node-int", lambda c: c["node_config"].__setitem__(0, 3), "node_config", None),
     ("inputs-float", lambda c: c["node_config"][0].__setitem__("inputs", 2.5),
      "inputs", "a"),
+    ("model-name", lambda c: c.__setitem__("name", "Tree"), "name", None),
+    ("node-without-input", lambda c: c["node_config"][0].__setitem__("input", None),
+     "input", "a"),
+    ("without-nodes", lambda c: c.pop("nodes"), "node_config", None),
+    ("node-without-layer", lambda c: c["nodes"].pop("a_bn"), "nodes", "a_bn"),
+]  # fmt: skip
+
+KERAS0_SEQUENTIAL = [
+    ("layer-not-a-dict", lambda c: c["layers"].__setitem__(1, 7), None, None),
+    ("layer-without-class", lambda c: c["layers"][1].pop("name"), None, None),
 ]  # fmt: skip
 
 CASES = (
@@ -144,6 +205,8 @@ CASES = (
        for i, e, f, layer in FUNCTIONAL]
     + [pytest.param(GRAPH, "graph", e, f, layer, id=f"graph-{i}")
        for i, e, f, layer in GRAPH_CASES]
+    + [pytest.param(GRAPH, "dense", e, f, layer, id=f"keras0-sequential-{i}")
+       for i, e, f, layer in KERAS0_SEQUENTIAL]
 )  # fmt: skip
 
 
@@ -465,3 +528,117 @@ def test_a_keras2_json_without_version_or_epsilon_takes_keras2s_default(tmp_path
         layer.epsilon for layer in model.layers if "batch_normalization" in layer.name
     ]
     assert epsilons and all(epsilon == 1e-3 for epsilon in epsilons)
+
+
+def _not_utf8(path):
+    path.write_bytes(b'{"class_name": "Sequential", "config": "\xff\xfe"}')
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, kind, message",
+    [
+        (lambda directory: directory / "absent.json", FileNotFoundError,
+         "no such file."),
+        (lambda directory: directory, legacy.LegacyFileError,
+         "cannot read the architecture: "),
+        (lambda directory: _not_utf8(directory / "latin.json"),
+         legacy.LegacyFileError, "cannot read the architecture: 'utf-8' codec"),
+    ],
+    ids=["missing", "a-folder", "not-utf-8"],
+)  # fmt: skip
+def test_an_architecture_file_it_cannot_read(tmp_path, make, kind, message):
+    """No file, a folder, bytes that are not UTF-8: one LegacyFileError
+    naming the path (a missing file's also a FileNotFoundError)."""
+    path = make(tmp_path)
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        _load(path, weights=DENSE / "dense.weights.h5")
+    assert isinstance(caught.value, kind)
+    assert caught.value.path == str(path)
+    assert str(caught.value).startswith(f"{path}: {message}")
+
+
+def test_the_most_layers_is_the_limit_itself(tmp_path, monkeypatch):
+    """As many layers as MOST_LAYERS are read, one more is refused before
+    anything is built (the limit lowered to dense.json's five layers)."""
+    from keras_bn.legacy import architecture
+
+    config = json.loads((DENSE / "dense.json").read_text())
+    monkeypatch.setattr(architecture, "MOST_LAYERS", 5)
+    assert len(architecture.parse(config, "dense.json").nodes) == 5
+    monkeypatch.setattr(architecture, "MOST_LAYERS", 4)
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        _load(DENSE / "dense.json", weights=DENSE / "dense.weights.h5")
+    assert caught.value.field == "layers"
+    assert "5 layers: at most 4 are rebuilt" in str(caught.value)
+
+
+def _predicts_the_release(model, directory, name, factor=1.0):
+    arrays = np.load(directory / f"{name}.npz")
+    expected = factor * arrays["y"]
+    np.testing.assert_allclose(
+        model.predict(arrays["x"], verbose=0),
+        expected,
+        rtol=1e-4,
+        atol=1e-4 * np.abs(expected).max(),
+    )
+
+
+def test_one_endpoint_written_as_a_single_triple(tmp_path):
+    """tf.keras wrote a lone input or output as ``[name, 0, 0]`` rather than
+    ``[[name, 0, 0]]``: read as that one layer."""
+
+    def edit(config):
+        config["config"]["input_layers"] = ["x", 0, 0]
+        config["config"]["output_layers"] = ["out", 0, 0]
+
+    path = _edited(tmp_path, DENSE / "functional.json", edit)
+    model = _load(path, weights=DENSE / "functional.weights.h5")
+    _predicts_the_release(model, DENSE, "functional")
+
+
+def test_a_keras0_graph_output_of_several_inputs_merges_them(tmp_path):
+    """A Keras 0.x Graph output with several ``inputs`` merges them with its
+    merge_mode: the output ``out`` summed with itself is twice the
+    release's."""
+
+    def edit(config):
+        (output,) = config["output_config"]
+        output.update(input=None, inputs=["out", "out"], merge_mode="sum")
+
+    path = _edited(tmp_path, GRAPH / "graph.json", edit)
+    model = _load(path, weights=GRAPH / "graph.weights.h5", backend="theano")
+    assert model.layers[-1].name == "out_output_merge"
+    _predicts_the_release(model, GRAPH, "graph", factor=2.0)
+
+
+def test_a_first_dense_declared_by_input_dim_alone(tmp_path):
+    """Keras 0.x/1.x let a first Dense declare its input with input_dim
+    alone: the sample shape is (input_dim,)."""
+    path = _edited(
+        tmp_path,
+        DENSE / "dense.json",
+        lambda config: config["config"][0]["config"].pop("batch_input_shape"),
+    )
+    model = _load(path, weights=DENSE / "dense.weights.h5")
+    assert tuple(model.inputs[0].shape) == (None, 6)
+    _predicts_the_release(model, DENSE, "dense")
+
+
+def test_wrappers_nested_hundreds_deep_are_a_legacy_file_error(tmp_path):
+    """A Dense inside 330 TimeDistributed wrappers: the JSON reads, but
+    translating it nests deeper than Python's recursion allows; the
+    RecursionError becomes a LegacyFileError, nothing is built."""
+    layer = {"class_name": "Dense", "config": {"name": "d", "output_dim": 2}}
+    for index in range(330):
+        layer = {"class_name": "TimeDistributed",
+                 "config": {"name": f"wrapper_{index}", "layer": layer}}  # fmt: skip
+    layer["config"]["batch_input_shape"] = [None, 3, 2]
+    path = tmp_path / "deep.json"
+    path.write_text(json.dumps({"class_name": "Sequential", "keras_version": "1.2.2",
+                                "config": [layer]}))  # fmt: skip
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        _load(path, weights=DENSE / "dense.weights.h5")
+    assert str(caught.value).startswith(
+        f"{path}: cannot read the architecture: RecursionError: "
+    )
