@@ -366,6 +366,16 @@ def test_a_lambda_supplied_as_a_substitute(tmp_path, kind):
     assert np.max(np.abs(undoubled - y)) <= 1e-4 * np.max(np.abs(y))
 
 
+def _fails_when_called(tensor):
+    raise ValueError("not for this shape")
+
+
+def _adds_an_axis(tensor):
+    import keras
+
+    return keras.ops.expand_dims(tensor, 1)
+
+
 @pytest.mark.parametrize(
     "substitutes, message, layer, field",
     [
@@ -380,6 +390,13 @@ def test_a_lambda_supplied_as_a_substitute(tmp_path, kind):
         ({"scale": 3}, "expected a keras.layers.Layer or a function, got int", "scale",
          "substitutes"),
         ([("scale", abs)], "expected a dict", None, "substitutes"),
+        # Fails when called: refused as the substitute's, by its name.
+        ({"scale": _fails_when_called}, "layer 'scale' \\(Lambda\\): substitutes: ",
+         "scale", "substitutes"),
+        # Builds, but what follows cannot take its output: the merge says so.
+        ({"scale": _adds_an_axis},
+         "its input from the substitute for \\['scale'\\] does not fit", "cat",
+         "substitutes"),
     ],
 )  # fmt: skip
 def test_bad_substitutes_are_refused(tmp_path, substitutes, message, layer, field):
@@ -655,10 +672,16 @@ def _layers_of(config):
          lambda c: c.update(keras_version="1x.2"), "keras_version"),
         ("keras-1.2.2-tensorflow", "dense",
          lambda c: c.update(keras_version="\u00b2"), "keras_version"),
+        ("keras-1.2.2-tensorflow", "functional",
+         lambda c: _layers_of(c)[0]["config"].pop("batch_input_shape"),
+         "input_shape"),
+        ("keras-1.2.2-tensorflow", "functional",
+         lambda c: _layers_of(c)[0]["config"].update(batch_input_shape=[None, 6, None]),
+         "input_shape"),
     ],
     ids=["no-layers", "model-class", "layer-not-a-dict", "no-input-shape",
          "functional-no-layers", "shared-layer", "second-node", "version-1x",
-         "version-superscript"],
+         "version-superscript", "input-without-shape", "input-of-unknown-size"],
 )  # fmt: skip
 def test_a_damaged_architecture_is_one_legacy_file_error(
     tmp_path, release, name, edit, field
@@ -730,3 +753,148 @@ def test_dropout_and_zero_padding_1d_rebuild(tmp_path):
     x = np.random.default_rng(5).normal(1.0, 1.0, size=(3, 5, 2))
     expected = np.pad(x, ((0, 0), (2, 2), (0, 0))).mean(axis=1)
     np.testing.assert_allclose(_predict(path, weights, x), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_normalization": "stock"},
+         "batch_normalization: expected 'keras_bn' or 'keras', got 'stock'."),
+        ({"channels_first": "first"},
+         "channels_first: expected 'auto', 'native' or 'transpose', got 'first'."),
+        ({"dim_ordering": "channels_first"},
+         "dim_ordering: expected None, 'th' or 'tf', got 'channels_first'."),
+    ],
+    ids=["batch-normalization", "channels-first", "dim-ordering"],
+)  # fmt: skip
+def test_bad_options_are_refused_before_any_file_is_read(tmp_path, kwargs, message):
+    """The options are checked first: the path (absent here) is not even
+    opened."""
+    with pytest.raises(ValueError) as raised:
+        legacy.load_model(tmp_path / "absent.json", **kwargs)
+    assert str(raised.value) == message
+
+
+# Keras 1.2.2 layers with one argument it cannot rebuild: (class, config,
+# field, message).
+_REFUSED = [
+    ("Convolution2D", {"nb_filter": 2, "nb_row": 3, "nb_col": 3, "dim_ordering": "xx",
+                       "batch_input_shape": [None, 5, 5, 2]},
+     "dim_ordering", "dim_ordering 'xx' (expected 'th' or 'tf')"),
+    ("Convolution2D", {"nb_filter": 2, "nb_row": 3, "nb_col": 3,
+                       "data_format": "channels_middle",
+                       "batch_input_shape": [None, 5, 5, 2]},
+     "data_format", "data_format 'channels_middle'"),
+    ("BatchNormalization", {"epsilon": "small", "batch_input_shape": [None, 3]},
+     "epsilon", "epsilon 'small' (expected a number >= 0)"),
+    ("ZeroPadding2D", {"padding": [1, 2, 3], "dim_ordering": "tf",
+                       "batch_input_shape": [None, 4, 4, 1]},
+     "padding", "padding [1, 2, 3] (expected 2 entries)"),
+    ("UpSampling3D", {"size": 2, "interpolation": "bilinear", "dim_ordering": "tf",
+                      "batch_input_shape": [None, 2, 2, 2, 1]},
+     "interpolation", "interpolation 'bilinear'"),
+    ("LSTM", {"output_dim": 2, "stateful": True, "batch_input_shape": [None, 3, 2]},
+     "stateful", "stateful=True (state kept across batches)"),
+    ("LSTM", {"output_dim": 2, "return_state": True,
+              "batch_input_shape": [None, 3, 2]},
+     "return_state", "return_state=True (several outputs)"),
+    ("GRU", {"output_dim": 2, "time_major": True, "batch_input_shape": [None, 3, 2]},
+     "time_major", "time_major=True"),
+    ("TimeDistributed", {"layer": "Dense", "batch_input_shape": [None, 3, 2]},
+     "layer", "wrapped layer 'Dense'"),
+    ("TimeDistributed", {"layer": {"class_name": "Highway", "config": {"name": "h"}},
+                         "batch_input_shape": [None, 3, 2]},
+     "layer.class_name", "layer class 'Highway' is not supported"),
+    ("Bidirectional", {"layer": {"class_name": "LSTM",
+                                 "config": {"name": "l", "output_dim": 2}},
+                       "merge_mode": "concatenate",
+                       "batch_input_shape": [None, 3, 2]},
+     "merge_mode", "merge_mode 'concatenate'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "class_name, config, field, message",
+    _REFUSED,
+    ids=["dim-ordering", "data-format", "epsilon-text", "padding-three",
+         "interpolation-3d", "stateful", "return-state", "time-major",
+         "wrapped-text", "wrapped-unknown", "bidirectional-merge"],
+)  # fmt: skip
+def test_a_keras1_argument_it_cannot_rebuild_is_refused_by_name(
+    tmp_path, class_name, config, field, message
+):
+    """The one layer's argument is named, with what it holds, before
+    anything is built."""
+    path, weights = _keras1_files(tmp_path, [("only", class_name, config)])
+    with pytest.raises(legacy.LegacyFileError) as raised:
+        legacy.load_model(path, weights=weights)
+    assert (raised.value.layer, raised.value.field) == ("only", field)
+    assert f"layer 'only' ({class_name}): {field}: {message}" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "padding, sides",
+    [({"top_pad": 1, "bottom_pad": 2, "left_pad": 3, "right_pad": 4},
+      ((1, 2), (3, 4))),
+     ({"top_pad": 2}, ((2, 0), (0, 0))),
+     (2, ((2, 2), (2, 2)))],
+    ids=["keras-1.2-mapping", "mapping-of-one-side", "one-number"],
+)  # fmt: skip
+def test_zero_padding_2d_from_a_mapping_or_one_number(tmp_path, padding, sides):
+    """Keras 1.2's ZeroPadding2D ``{"top_pad": ...}`` (absent sides 0) and a
+    single number for every side, against NumPy's pad; an unknown argument
+    that holds nothing (null) is ignored."""
+    layers = [
+        ("pad", "ZeroPadding2D", {"padding": padding, "dim_ordering": "tf",
+                                  "unused": None,
+                                  "batch_input_shape": [None, 4, 5, 2]}),
+        ("gap", "GlobalAveragePooling2D", {"dim_ordering": "tf"}),
+    ]  # fmt: skip
+    path, weights = _keras1_files(tmp_path, layers)
+    x = np.random.default_rng(6).normal(1.0, 1.0, size=(3, 4, 5, 2))
+    padded = np.pad(x, ((0, 0), *sides, (0, 0)))
+    np.testing.assert_allclose(
+        _predict(path, weights, x), padded.mean(axis=(1, 2)), rtol=1e-5
+    )
+
+
+def _keras2_files(tmp_path, class_name, config, arrays):
+    """A Keras 2.2.4 (TensorFlow) Sequential of one layer named ``only``:
+    its ``to_json()`` and its ``save_weights()`` file."""
+    from legacy_fixtures import keras2_layer, write_keras2
+
+    layer = {"class_name": class_name, "config": dict(config, name="only")}
+    model = {
+        "class_name": "Sequential",
+        "keras_version": "2.2.4",
+        "backend": "tensorflow",
+        "config": {"name": "s", "layers": [layer]},
+    }
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(model))
+    weights = tmp_path / "model.weights.h5"
+    write_keras2(weights, [keras2_layer("only", arrays)], keras_version="2.2.4")
+    return path, weights
+
+
+def test_a_transposed_convolution_with_output_padding(tmp_path):
+    """Keras 2.2's Conv2DTranspose(strides=2, output_padding=1): each input
+    value scatters its kernel to rows and columns 2i..2i+2, and the output
+    gains one more row and column (bias only) at the end: 8 x 8 from 3 x 3."""
+    rng = np.random.default_rng(7)
+    kernel, bias = rng.normal(size=(3, 3, 2, 1)), rng.normal(size=2)
+    config = {"filters": 2, "kernel_size": [3, 3], "strides": [2, 2],
+              "padding": "valid", "output_padding": [1, 1],
+              "data_format": "channels_last", "activation": "linear",
+              "use_bias": True, "batch_input_shape": [None, 3, 3, 1]}  # fmt: skip
+    path, weights = _keras2_files(
+        tmp_path, "Conv2DTranspose", config, {"kernel": kernel, "bias": bias}
+    )
+    x = rng.normal(size=(2, 3, 3, 1))
+    expected = np.zeros((2, 8, 8, 2)) + bias
+    for i in range(3):
+        for j in range(3):
+            expected[:, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3] += (
+                x[:, i, j, 0, None, None, None] * kernel[None, :, :, :, 0]
+            )
+    np.testing.assert_allclose(_predict(path, weights, x), expected, atol=1e-5)
