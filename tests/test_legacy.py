@@ -562,3 +562,326 @@ def test_each_releases_default_epsilon(version, epsilon):
     from keras_bn.legacy.releases import version_epsilon
 
     assert version_epsilon(version) == epsilon
+
+
+# -- the package's lazy names ------------------------------------------------------
+
+
+def test_the_package_lists_its_lazy_names():
+    """dir() of keras_bn.legacy names load_model and load_weights, which
+    load on first use (they import Keras), with the rest, in sorted
+    order."""
+    names = dir(legacy)
+    assert names == sorted(names)
+    assert {"load_model", "load_weights", "read_weights", "LegacyFileError"} <= set(
+        names
+    )
+
+
+@pytest.mark.parametrize(
+    "missing, raised, message",
+    [
+        ("torch", ImportError, "keras_bn.legacy.load_model: Keras cannot import its "
+                               "backend (torch, "),
+        ("h5py_plugins", ModuleNotFoundError, "No module named 'h5py_plugins'"),
+    ],
+    ids=["backend", "another-module"],
+)  # fmt: skip
+def test_a_lazy_name_without_the_backend(monkeypatch, missing, raised, message):
+    """load_model imports Keras on first use: a missing backend becomes one
+    ImportError of advice; any other missing module is raised as it is."""
+    import importlib
+
+    def import_module(name, *args, **kwargs):
+        raise ModuleNotFoundError(f"No module named '{missing}'", name=missing)
+
+    monkeypatch.delitem(vars(legacy), "load_model", raising=False)
+    monkeypatch.setattr(importlib, "import_module", import_module)
+    with pytest.raises(raised) as caught:
+        legacy.load_model  # noqa: B018
+    assert type(caught.value) is raised
+    assert str(caught.value).startswith(message)
+
+
+# -- reading: unusual and damaged attributes and arrays ------------------------------
+
+
+def test_a_path_that_is_not_a_path(tmp_path):
+    """A number for the path: a LegacyFileError naming the argument, not
+    os.fspath's TypeError."""
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        legacy.read_weights(3.5)
+    assert caught.value.field == "path"
+    assert str(caught.value) == "path: expected a file path, got float."
+
+
+def test_counts_and_versions_stored_as_one_element_arrays(tmp_path, arrays):
+    """Some writers stored a scalar attribute as an array of one element:
+    ``nb_layers`` [3] counts 3 layers, ``keras_version`` [b"2.2.4"] is
+    "2.2.4"."""
+    path = tmp_path / "keras0.h5"
+    EXAMPLES[0].write(path, arrays)
+    with h5py.File(path, "r+") as f:
+        f.attrs["nb_layers"] = np.array([3])
+    assert [layer.name for layer in legacy.read_weights(path).layers] == [
+        "layer_0",
+        "layer_1",
+        "layer_2",
+    ]
+    path = tmp_path / "keras2.h5"
+    write_keras2(path, [keras2_layer("d", {"kernel": arrays["W"]})])
+    with h5py.File(path, "r+") as f:
+        f.attrs["keras_version"] = np.array([b"2.2.4"])
+    read = legacy.read_weights(path)
+    assert (read.keras_version, read.format) == ("2.2.4", "keras2")
+
+
+def test_a_layer_name_that_is_not_utf8(tmp_path):
+    """A layer name in Latin-1 bytes: refused naming the attribute and
+    showing the bytes."""
+    path = tmp_path / "latin1.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([b"caf\xe9"])
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        legacy.read_weights(path)
+    assert caught.value.field == "layer_names"
+    assert "attribute 'layer_names': expected UTF-8 text, got b'caf\\xe9'" in str(
+        caught.value
+    )
+
+
+def test_an_array_whose_compressed_data_is_damaged(tmp_path):
+    """The file opens and the dataset's header is whole, but its gzip chunk
+    is garbage: refused naming the layer and the array."""
+    path = tmp_path / "damaged.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([b"d"])
+        group = f.create_group("d")
+        group.attrs["weight_names"] = np.array([b"d_W"])
+        dataset = group.create_dataset(
+            "d_W", data=np.arange(64.0).reshape(8, 8), chunks=(8, 8), compression="gzip"
+        )
+        chunk = dataset.id.get_chunk_info(0)
+    data = bytearray(path.read_bytes())
+    data[chunk.byte_offset : chunk.byte_offset + chunk.size] = b"\x55" * chunk.size
+    path.write_bytes(bytes(data))
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        legacy.read_weights(path)
+    assert (caught.value.layer, caught.value.field) == ("d", "d_W")
+    assert "Layer 'd': array 'd_W' cannot be read: " in str(caught.value)
+
+
+def test_layer_configs_walk_lists_and_skip_what_is_not_a_layer(tmp_path):
+    """A model_config walked where it nests lists (a Keras 1 Sequential's
+    list of layers, at any depth): a layer is a mapping with a class name
+    and a config mapping that has a text name; anything else is passed
+    over."""
+    config = [
+        {"class_name": "Dense", "config": {"name": "d"}},
+        [
+            {
+                "class_name": "BatchNormalization",
+                "config": {"name": "bn", "epsilon": 0.1},
+            }
+        ],
+        {"class_name": "Odd", "config": 5},
+        {"class_name": "Nameless", "config": {"name": 7}},
+        "text",
+    ]
+    path = tmp_path / "model.h5"
+    write_keras2(
+        path, [keras2_layer("d", {"kernel": np.ones((2, 2))})], model_config=config
+    )
+    assert legacy.read_weights(path).layer_configs == {
+        "d": ("Dense", {"name": "d"}),
+        "bn": ("BatchNormalization", {"name": "bn", "epsilon": 0.1}),
+    }
+
+
+# -- assigning: what the model's layers take, and a failure half-way ---------------
+
+
+def test_a_model_that_is_not_a_keras_layer(tmp_path, arrays):
+    """Anything but a Keras layer or model is a TypeError (a programming
+    error, not a file's)."""
+    path = tmp_path / "weights.h5"
+    EXAMPLES[0].write(path, arrays)
+    with pytest.raises(TypeError, match="model: expected a Keras model, got str."):
+        legacy.load_weights("model", path)
+
+
+class _WithAWeightOfItsOwn(keras.layers.BatchNormalization):
+    """A stock BatchNormalization with one more weight."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.extra = self.add_weight(shape=(), initializer="zeros", name="extra")
+
+
+def test_a_batch_normalization_that_takes_other_arrays(tmp_path, arrays):
+    """A BatchNormalization subclass with a fifth weight: refused by count,
+    never filled by position; the model unchanged."""
+    path = tmp_path / "weights.h5"
+    EXAMPLES[0].write(path, arrays)
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3), keras.layers.Activation("relu"),
+         _WithAWeightOfItsOwn(name="bn")]
+    )  # fmt: skip
+    before = all_weights(model)
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        legacy.load_weights(model, path)
+    assert caught.value.layer == "layer_2"
+    assert (
+        "Layer 'layer_2': the model's layer 'bn' takes 5 arrays, a "
+        "BatchNormalization gives 4."
+    ) in str(caught.value)
+    assert_unchanged(model, before)
+
+
+MODE1 = (
+    os.path.dirname(os.path.abspath(__file__))
+    + "/fixtures/real/keras-1.2.2-tensorflow/dense_mode1"
+)
+
+
+def _mode1_model():
+    """Keras 1.2.2's Dense, samplewise BatchNormalization, Dense, rebuilt:
+    its BatchNormalization has samplewise_epsilon_in_root=True."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = legacy.load_model(MODE1 + ".model.h5")
+    norm = model.get_layer("batchnormalization_6")
+    assert norm.samplewise_epsilon_in_root is True
+    return model, norm
+
+
+def test_a_failed_assignment_restores_weights_and_attributes(monkeypatch):
+    """The last Dense's assignment fails after the BatchNormalization's
+    weights and samplewise_epsilon_in_root were set: both are restored, and
+    the error says the model is as it was."""
+    model, norm = _mode1_model()
+    norm.samplewise_epsilon_in_root = False
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    before = all_weights(model)
+    last = model.get_layer("dense_6")
+    calls = []
+
+    def set_weights(values):
+        calls.append(values)
+        if len(calls) == 1:
+            raise RuntimeError("the device went away")
+        type(last).set_weights(last, values)
+
+    monkeypatch.setattr(last, "set_weights", set_weights)
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        legacy.load_weights(model, MODE1 + ".model.h5")
+    assert str(caught.value).endswith(
+        "assigning the weights failed, the model is as it was: RuntimeError: "
+        "the device went away"
+    )
+    assert norm.samplewise_epsilon_in_root is False
+    assert_unchanged(model, before)
+
+
+def test_a_new_formula_drops_the_compiled_predict_function():
+    """A compiled predict function keeps the formula it was traced with:
+    loading weights that set samplewise_epsilon_in_root drops it, and the
+    next predict computes the release's output."""
+    model, norm = _mode1_model()
+    data = np.load(MODE1 + ".npz")
+    x, y = data["x"], data["y"]
+    scale = np.abs(y).max()
+    norm.samplewise_epsilon_in_root = False
+    stale = model.predict(x, verbose=0)
+    assert np.abs(stale - y).max() > 1e-3 * scale
+    assert model.predict_function is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the samplewise formula, told
+        legacy.load_weights(model, MODE1 + ".model.h5")
+    assert model.predict_function is None
+    assert norm.samplewise_epsilon_in_root is True
+    np.testing.assert_allclose(model.predict(x, verbose=0), y, atol=1e-5 * scale)
+
+
+# -- a layer's arrays that do not fit: by count, as the file holds them -------------
+
+
+def test_a_keras0_batch_normalization_of_three_arrays(tmp_path, arrays):
+    """Keras 0.x saved a BatchNormalization's 4 arrays, or 2 before 0.2:
+    3 is refused, naming the layer and the counts."""
+    path = tmp_path / "three.h5"
+    write_keras0_sequential(
+        path,
+        [
+            [arrays["W"], arrays["b"]],
+            [],
+            [arrays["gamma"], arrays["beta"], arrays["mean"]],
+        ],
+    )
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        legacy.load_weights(example_model("keras_bn"), path)
+    assert caught.value.layer == "layer_2"
+    assert "holds 4 arrays (gamma, beta, running_mean, running_std), or 2" in str(
+        caught.value
+    )
+    assert "the file holds 3." in str(caught.value)
+
+
+def test_a_variance_without_its_running_mean(tmp_path, arrays):
+    """A Keras 2 BatchNormalization whose moving_mean is missing: refused,
+    not loaded with the model's own mean."""
+    path = tmp_path / "variance_only.h5"
+    write_keras2(
+        path,
+        [keras2_layer("dense_1", {"kernel": arrays["W"], "bias": arrays["b"]}),
+         keras2_layer("bn", {"gamma": arrays["gamma"], "beta": arrays["beta"],
+                             "moving_variance": arrays["fourth"]})],
+    )  # fmt: skip
+    model = example_model("stock")
+    before = all_weights(model)
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        legacy.load_weights(model, path)
+    assert caught.value.layer == "bn"
+    assert (
+        "Layer 'bn': the file holds ['bn/gamma:0', 'bn/beta:0', "
+        "'bn/moving_variance:0'], which has one running statistic without the "
+        "other."
+    ) in str(caught.value)
+    assert_unchanged(model, before)
+
+
+def _gates(prefix, gates, size=2, units=2):
+    """Keras 1.x per-gate arrays: ``{prefix}_{W,U,b}_{gate}`` for each gate."""
+    shapes = {"W": (size, units), "U": (units, units), "b": (units,)}
+    return [(f"{prefix}_{kind}_{gate}", np.ones(shapes[kind]))
+            for gate in gates for kind in "WUb"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "target, weights, count",
+    [
+        # Per-gate names but a gate LSTM lacks ('x' for 'o'): not regrouped.
+        (keras.layers.LSTM(2, name="lstm"), _gates("lstm", "icfx"), 12),
+        # Twelve arrays not named per gate at all.
+        (keras.layers.LSTM(2, name="lstm"),
+         [(f"lstm_param_{n}", np.ones(2)) for n in range(12)], 12),
+        # A Bidirectional's arrays do not split in two halves.
+        (keras.layers.Bidirectional(keras.layers.LSTM(2), name="lstm"),
+         _gates("lstm", "icfo")[:5], 5),
+    ],
+    ids=["unknown-gate", "not-per-gate", "bidirectional-odd"],
+)  # fmt: skip
+def test_recurrent_arrays_that_cannot_be_regrouped(tmp_path, target, weights, count):
+    """Keras 1.x per-gate arrays are regrouped only where their names give
+    exactly one W, U and b per gate; else they are refused by their count."""
+    path = tmp_path / "recurrent.h5"
+    write_keras1(path, [("lstm", weights)])
+    model = keras.Sequential([keras.Input((3, 2)), target])
+    before = all_weights(model)
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        legacy.load_weights(model, path)
+    assert caught.value.layer == "lstm"
+    message = str(caught.value)
+    assert f"Layer 'lstm': the file holds {count} arrays" in message
+    assert f"the model's layer 'lstm' takes {len(target.weights)}." in message
+    assert_unchanged(model, before)
