@@ -861,12 +861,12 @@ def _gates(prefix, gates, size=2, units=2):
     "target, weights, count",
     [
         # Per-gate names but a gate LSTM lacks ('x' for 'o'): not regrouped.
-        (keras.layers.LSTM(2, name="lstm"), _gates("lstm", "icfx"), 12),
+        (lambda: keras.layers.LSTM(2, name="lstm"), _gates("lstm", "icfx"), 12),
         # Twelve arrays not named per gate at all.
-        (keras.layers.LSTM(2, name="lstm"),
+        (lambda: keras.layers.LSTM(2, name="lstm"),
          [(f"lstm_param_{n}", np.ones(2)) for n in range(12)], 12),
         # A Bidirectional's arrays do not split in two halves.
-        (keras.layers.Bidirectional(keras.layers.LSTM(2), name="lstm"),
+        (lambda: keras.layers.Bidirectional(keras.layers.LSTM(2), name="lstm"),
          _gates("lstm", "icfo")[:5], 5),
     ],
     ids=["unknown-gate", "not-per-gate", "bidirectional-odd"],
@@ -876,6 +876,7 @@ def test_recurrent_arrays_that_cannot_be_regrouped(tmp_path, target, weights, co
     exactly one W, U and b per gate; else they are refused by their count."""
     path = tmp_path / "recurrent.h5"
     write_keras1(path, [("lstm", weights)])
+    target = target()
     model = keras.Sequential([keras.Input((3, 2)), target])
     before = all_weights(model)
     with pytest.raises(legacy.LegacyFileError) as caught:

@@ -140,3 +140,50 @@ def test_a_backend_that_contradicts_the_file_is_refused(tmp_path, rng):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, use_bias=False)])
     with pytest.raises(legacy.LegacyFileError, match="backend"):
         legacy.load_weights(model, path, backend="tensorflow")
+
+
+@pytest.mark.parametrize(
+    "layer, sample, kernel_shape, wanted",
+    [
+        (lambda: keras.layers.Conv2D(3, 2, name="c"), (5, 5, 2), (5, 5, 5, 5),
+         (2, 2, 2, 3)),
+        (lambda: keras.layers.Conv1D(4, 2, name="c"), (6, 3), (2, 2, 2, 2),
+         (2, 3, 4)),
+    ],
+    ids=["conv2d", "conv1d"],
+)  # fmt: skip
+def test_a_kernel_that_fits_neither_layout(
+    tmp_path, rng, layer, sample, kernel_shape, wanted
+):
+    """A Keras 1.x kernel whose shape is neither the channels-first nor the
+    channels-last form of the model's: left as it is, and refused by the
+    shape check, naming the layer and the array."""
+    path = tmp_path / "w.h5"
+    arrays = {"W": rng.normal(size=kernel_shape), "b": np.zeros(1)}
+    write_keras1(path, [keras1_layer("c", arrays)])
+    model = keras.Sequential([keras.Input(sample), layer()])
+    with pytest.raises(legacy.LegacyFileError) as raised:
+        legacy.load_weights(model, path)
+    assert (raised.value.layer, raised.value.field) == ("c", "c_W")
+    assert (
+        f"Layer 'c': array 'c_W' has shape {kernel_shape}, the model's layer 'c' "
+        f"takes shape {wanted}."
+    ) in str(raised.value)
+
+
+@pytest.mark.parametrize("backend", ["theano", "tensorflow"])
+def test_a_keras1_transposed_kernel_other_than_2d(tmp_path, rng, backend):
+    """Only the 2D transposed convolution (Deconvolution2D) had a layout of
+    its own in Keras 1.x: another transposed kernel is read in Keras 3's
+    layout, flipped in its spatial axis where Theano convolved."""
+    kernel, bias = rng.normal(size=(3, 2, 4)), rng.normal(size=2)
+    path = tmp_path / "w.h5"
+    write_keras1(path, [keras1_layer("t", {"W": kernel, "b": bias}, backend=backend)])
+    model = keras.Sequential(
+        [keras.Input((5, 4)), keras.layers.Conv1DTranspose(2, 3, name="t")]
+    )
+    legacy.load_weights(model, path)
+    stored, stored_bias = model.layers[0].get_weights()
+    expected = kernel[::-1] if backend == "theano" else kernel
+    np.testing.assert_allclose(stored, expected, rtol=1e-6)
+    np.testing.assert_allclose(stored_bias, bias, rtol=1e-6)
