@@ -102,3 +102,16 @@ def test_nesting_deeper_than_python_allows_is_refused(text):
     LegacyFileError, not a RecursionError."""
     with pytest.raises(legacy.LegacyFileError):
         load_yaml(text, "deep.yaml")
+
+
+def test_a_yaml_file_without_a_document_is_no_model(tmp_path):
+    """A comment alone is valid YAML holding no document: read as nothing,
+    and refused as not a model config (never walked for aliases)."""
+    assert load_yaml("# to_yaml() was never called\n") is None
+    path = tmp_path / "empty.yaml"
+    path.write_text("# to_yaml() was never called\n")
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        legacy.load_model(path, weights=path)
+    assert str(caught.value) == (
+        f"{path}: expected a model config (a mapping), got NoneType."
+    )
