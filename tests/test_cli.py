@@ -992,3 +992,93 @@ def test_sigterm_while_writing_removes_the_temporary_and_signals_again(
         assert not temporary.exists()
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_inspect_names_each_layer_once_above_its_arrays(capsys):
+    """The table gives a layer's name on its first array's row only, its
+    arrays below it in the file's order, and "(no weights)" for a layer
+    without any; the expected rows come from the file itself, by h5py."""
+    path = REAL / "keras-1.2.2-theano" / "dense.weights.h5"
+    expected = []
+    with h5py.File(path, "r") as file:
+        for name in file.attrs["layer_names"]:
+            name = name.decode()
+            arrays = [w.decode() for w in file[name].attrs["weight_names"]]
+            if not arrays:
+                expected.append((name, "(no weights)"))
+            expected += [(name if i == 0 else "", a) for i, a in enumerate(arrays)]
+    assert main(["inspect", str(path)]) == 0
+    table = capsys.readouterr().out.split("\n\n", 1)[1].splitlines()
+    column = table[0].index("array")
+    rows = []
+    for line in table[1:]:
+        cell = line[column:].strip()
+        array = "(no weights)" if cell == "(no weights)" else cell.split()[0]
+        rows.append((line[:column].strip(), array))
+    assert rows == expected
+
+
+def test_a_name_ending_in_keras_is_a_keras_file_even_unread(tmp_path, capsys):
+    """A NAME.keras input that cannot be opened is still taken for a Keras 3
+    file (a zip, or not HDF5): options meant for old files are refused as
+    such, before anything is read."""
+    weights = REAL / "keras-1.0.8-theano" / "dense.weights.h5"
+    for source in (tmp_path / "absent.keras", tmp_path / "folder.keras"):
+        if source.name == "folder.keras":
+            source.mkdir()
+        argv = ["convert", str(source), str(tmp_path / "new.keras")]
+        assert main([*argv, "--weights", str(weights)]) == 1
+        err = capsys.readouterr().err
+        assert "--weights is for old Keras files" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["folder.keras"]
+
+
+def test_convert_transposes_channels_first_and_restores_sigterm(tmp_path, capsys):
+    """Unless told, convert rewrites a channels-first model as channels-last
+    (so that the file runs on every backend, TensorFlow's CPU included),
+    predicting what the release did; and the SIGTERM handler it sets while
+    writing is the caller's again afterwards."""
+    directory = REAL / "keras-1.2.2-theano"
+    new = tmp_path / "cf.keras"
+    argv = ["convert", str(directory / "conv2d_cf.json"), str(new), "--weights",
+            str(directory / "conv2d_cf.weights.h5")]  # fmt: skip
+
+    def callers_handler(signum, frame):
+        raise AssertionError("not expected to run")
+
+    before = signal.signal(signal.SIGTERM, callers_handler)
+    try:
+        assert main(argv) == 0
+        assert signal.getsignal(signal.SIGTERM) is callers_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    capsys.readouterr()
+    model = keras.saving.load_model(new)
+    formats = {
+        layer.get_config().get("data_format")
+        for layer in model.layers
+        if "data_format" in layer.get_config()
+    }
+    assert formats == {"channels_last"}
+    arrays = np.load(directory / "conv2d_cf.npz")
+    # It takes the release's channels-first input as it is.
+    got = model.predict(arrays["x"], verbose=0)
+    scale = float(np.max(np.abs(arrays["y"])))
+    assert np.max(np.abs(got - arrays["y"])) <= 1e-4 * scale
+
+
+@pytest.mark.parametrize(
+    "advice, expected",
+    [
+        ("pass backend='theano'.", "pass --backend theano."),
+        ('pass keras_version="1.2.2" to load it', "pass --keras-version 1.2.2 to load"),
+        ("pass dim_ordering=th, or", "pass --dim-ordering th, or"),
+        ("pass channels_first='native'; weights=...", "pass --channels-first native;"),
+    ],
+)
+def test_advice_is_given_in_the_commands_own_options(advice, expected):
+    """The loaders' advice names their keyword arguments; the command line
+    gives it in its options, values without their quotes."""
+    from keras_bn.cli import _in_option_terms
+
+    assert expected in _in_option_terms(advice)
