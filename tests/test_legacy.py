@@ -886,3 +886,33 @@ def test_recurrent_arrays_that_cannot_be_regrouped(tmp_path, target, weights, co
     assert f"Layer 'lstm': the file holds {count} arrays" in message
     assert f"the model's layer 'lstm' takes {len(target.weights)}." in message
     assert_unchanged(model, before)
+
+
+def test_file_layers_without_arrays_never_pair_with_weighted_ones(tmp_path, rng):
+    """A file's layers without arrays (activations, dropouts) are left out
+    before its layers are matched with the model's, even one that shares a
+    name with a weighted layer of the model: the weighted ones pair by
+    position."""
+    first = {"kernel": rng.normal(size=(3, 2)), "bias": rng.normal(size=2)}
+    second = {"kernel": rng.normal(size=(2, 4)), "bias": rng.normal(size=4)}
+    path = tmp_path / "w.h5"
+    write_keras2(
+        path,
+        [
+            keras2_layer("dense_1", first),
+            ("activation_1", []),
+            keras2_layer("dense_2", second),
+        ],
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(2, name="dense_1"),
+            keras.layers.Dense(4, name="activation_1"),
+        ]
+    )
+    legacy.load_weights(model, path)
+    got = [to_numpy(w) for w in model.weights]
+    want = [first["kernel"], first["bias"], second["kernel"], second["bias"]]
+    for actual, expected in zip(got, want, strict=True):
+        np.testing.assert_allclose(actual, expected.astype("float32"), rtol=1e-7)

@@ -130,6 +130,8 @@ SEQUENTIAL = [
     ("input-shape-int", _first("batch_input_shape", 6), "batch_input_shape", "dense_1"),
     ("input-shape-negative", _first("batch_input_shape", [None, -6]),
      "batch_input_shape", "dense_1"),
+    ("input-shape-zero", _first("batch_input_shape", [None, 0]),
+     "batch_input_shape", "dense_1"),
     ("input-shape-text", _first("batch_input_shape", [None, "a"]),
      "batch_input_shape", "dense_1"),
     ("input-shape-nan", _first("batch_input_shape", [None, float("nan")]),
@@ -595,6 +597,43 @@ def test_one_endpoint_written_as_a_single_triple(tmp_path):
     path = _edited(tmp_path, DENSE / "functional.json", edit)
     model = _load(path, weights=DENSE / "functional.weights.h5")
     _predicts_the_release(model, DENSE, "functional")
+
+
+def test_a_layer_that_takes_one_tensor_twice(tmp_path):
+    """A merge of a tensor with itself has two inbound edges from one layer:
+    it is ready once that layer is (not a cycle), and the model's output
+    summed with itself is twice the release's."""
+
+    def edit(config):
+        body = config["config"]
+        body["layers"].append({
+            "name": "twice", "class_name": "Merge",
+            "config": {"name": "twice", "mode": "sum"},
+            "inbound_nodes": [[["out", 0, 0], ["out", 0, 0]]],
+        })  # fmt: skip
+        body["output_layers"] = [["twice", 0, 0]]
+
+    path = _edited(tmp_path, DENSE / "functional.json", edit)
+    model = _load(path, weights=DENSE / "functional.weights.h5")
+    _predicts_the_release(model, DENSE, "functional", factor=2.0)
+
+
+def test_keras0_layers_take_the_names_keras_0_3_gave_them():
+    """Keras 0.2 recorded no layer names; Keras 0.3 named each layer after
+    its class in lower case (``custom_name``), numbered by position. A
+    Keras 0.2 file's layers are named as Keras 0.3.3 named the same
+    models'."""
+    for model in ("dense", "conv1d", "conv2d_cf", "dense_mode1"):
+        names = {}
+        for release in ("keras-0.2.0-theano", "keras-0.3.3-theano"):
+            directory = REAL / release
+            rebuilt = _load(
+                directory / f"{model}.json",
+                weights=directory / f"{model}.weights.h5",
+                backend="theano",
+            )
+            names[release] = [layer.name for layer in rebuilt.layers]
+        assert names["keras-0.2.0-theano"] == names["keras-0.3.3-theano"], model
 
 
 def test_a_keras0_graph_output_of_several_inputs_merges_them(tmp_path):

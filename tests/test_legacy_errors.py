@@ -357,3 +357,16 @@ def test_keras2_without_a_config_assumes_the_default_epsilon_and_says_so(tmp_pat
     ):
         legacy.load_weights(bn_model(), path)
     write_keras2(path, [keras2_layer("dense_1", {"kernel": arrays["W"]})])
+
+
+@pytest.mark.parametrize("limit", [20, 80])
+def test_values_in_messages_are_cut_to_their_limit(limit):
+    """A value from an untrusted file enters a message as its repr, at most
+    ``limit`` characters, the last three of a cut one an ellipsis."""
+    from keras_bn.legacy.errors import short_repr
+
+    assert short_repr(["ab"], limit) == "['ab']"
+    long = ["a" * 40, "b" * 40, "c" * 40]
+    cut = short_repr(long, limit)
+    assert len(cut) == limit
+    assert cut == repr(long)[: limit - 3] + "..."
