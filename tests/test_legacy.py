@@ -475,6 +475,10 @@ def test_negative_converted_std_is_refused(tmp_path, arrays):
         ({"running_std": "var"}, "running_std"),
         ({"epsilon": -1.0}, "epsilon"),
         ({"epsilon": "1e-3"}, "epsilon"),
+        # A bool is an int to Python, not an epsilon to anyone.
+        ({"epsilon": True}, "epsilon"),
+        ({"epsilon": {"layer_2": False}}, "epsilon"),
+        ({"epsilon": float("inf")}, "epsilon"),
         ({"keras_version": "one"}, "keras_version"),
     ],
 )
@@ -916,3 +920,28 @@ def test_file_layers_without_arrays_never_pair_with_weighted_ones(tmp_path, rng)
     want = [first["kernel"], first["bias"], second["kernel"], second["bias"]]
     for actual, expected in zip(got, want, strict=True):
         np.testing.assert_allclose(actual, expected.astype("float32"), rtol=1e-7)
+
+
+def test_per_gate_arrays_named_with_a_tensorflow_suffix(tmp_path, rng):
+    """Keras 1.x on TensorFlow named a variable made again with a numeric
+    suffix (``lstm_1_W_i_2:0``): each array's gate is still read from its
+    name, and the gates are laid side by side in Keras 3's order (i, f, c,
+    o) from the file's (i, c, f, o)."""
+    units, features = 3, 2
+    shapes = {"W": (features, units), "U": (units, units), "b": (units,)}
+    gates = {}
+    entries = []
+    for gate in "icfo":
+        for kind, shape in shapes.items():
+            gates[kind, gate] = rng.normal(size=shape).astype("float32")
+            entries.append((f"lstm_1_{kind}_{gate}_2:0", gates[kind, gate]))
+    path = tmp_path / "lstm.h5"
+    write_keras1(path, [("lstm_1", entries)])
+    model = keras.Sequential(
+        [keras.Input((4, features)), keras.layers.LSTM(units, name="lstm_1")]
+    )
+    legacy.load_weights(model, path, backend="tensorflow")
+    kernel, recurrent_kernel, bias = (to_numpy(w) for w in model.layers[0].weights)
+    for got, kind in ((kernel, "W"), (recurrent_kernel, "U"), (bias, "b")):
+        expected = np.concatenate([gates[kind, gate] for gate in "ifco"], axis=-1)
+        np.testing.assert_array_equal(got, expected)

@@ -4,6 +4,7 @@ that fit both layouts), against a NumPy statement of the old layers: a true
 convolution on Theano, a cross-correlation on TensorFlow."""
 
 import itertools
+from pathlib import Path
 
 import h5py
 import keras
@@ -13,6 +14,8 @@ from conftest import to_numpy
 from legacy_fixtures import keras1_layer, write_keras0_sequential, write_keras1
 
 from keras_bn import legacy
+
+ZOO = Path(__file__).resolve().parent / "fixtures" / "real_zoo"
 
 
 def correlate(x, kernel):
@@ -187,3 +190,31 @@ def test_a_keras1_transposed_kernel_other_than_2d(tmp_path, rng, backend):
     expected = kernel[::-1] if backend == "theano" else kernel
     np.testing.assert_allclose(stored, expected, rtol=1e-6)
     np.testing.assert_allclose(stored_bias, bias, rtol=1e-6)
+
+
+@pytest.mark.parametrize("release", ["keras-1.2.2-theano", "keras-1.2.2-tensorflow"])
+def test_a_transposed_kernel_alone_tells_its_layout_by_its_shape(release):
+    """A Keras 1.x weights file alone records no layer config: a
+    Deconvolution2D kernel's layout is told by its shape, (filters, stack,
+    rows, cols) channels-first. Loaded into the model rebuilt from the
+    release's JSON, it predicts what the release did."""
+    import warnings
+
+    directory = ZOO / release
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = legacy.load_model(
+            directory / "deconv2d.json", weights=directory / "deconv2d.weights.h5"
+        )
+    for weight in model.weights:  # nothing left of the first load
+        weight.assign(np.ones(weight.shape, weight.dtype))
+    legacy.load_weights(
+        model,
+        directory / "deconv2d.weights.h5",
+        keras_version="1.2.2",
+        backend=release.rsplit("-", 1)[1],
+    )
+    arrays = np.load(directory / "deconv2d.npz")
+    got = model.predict(arrays["x"], verbose=0)
+    scale = float(np.max(np.abs(arrays["y"])))
+    assert np.max(np.abs(got - arrays["y"])) <= 1e-4 * scale

@@ -14,6 +14,7 @@ wherever it cannot compute the same (tests/real_fixtures.py's ``supports``).
 import json
 import warnings
 
+import keras
 import numpy as np
 import pytest
 import real_fixtures as rf
@@ -898,3 +899,49 @@ def test_a_transposed_convolution_with_output_padding(tmp_path):
                 x[:, i, j, 0, None, None, None] * kernel[None, :, :, :, 0]
             )
     np.testing.assert_allclose(_predict(path, weights, x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("release", ["keras-0.2.0-theano", "keras-0.3.3-theano"])
+def test_keras0_statistics_per_activation_of_flat_samples_rebuild_stock(release):
+    """Keras 0.x's BatchNormalization kept statistics per activation; on
+    flat samples that is the stock layer's per-feature axis, so the stock
+    layer rebuilds such a model and predicts what the release did."""
+    directory = rf.ROOT / release
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = legacy.load_model(
+            directory / "dense.json",
+            weights=directory / "dense.weights.h5",
+            batch_normalization="keras",
+            backend="theano",
+        )
+    assert any(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers
+    )
+    arrays = np.load(directory / "dense.npz")
+    got = model.predict(arrays["x"], verbose=0)
+    scale = float(np.max(np.abs(arrays["y"])))
+    assert np.max(np.abs(got - arrays["y"])) <= 1e-4 * scale
+
+
+@pytest.mark.parametrize("weights", ["dense.weights.h5", "conv1d.weights.h5"])
+def test_the_recursion_limit_is_the_callers_again(weights):
+    """Rebuilding raises Python's recursion limit for deep models, and gives
+    the caller's back afterwards, whether the model loads or is refused."""
+    import sys
+
+    directory = rf.ROOT / "keras-1.2.2-theano"
+    before = sys.getrecursionlimit()
+    # Python's default; what the process had (libraries raise it) returns
+    # after the test.
+    sys.setrecursionlimit(1000)
+    try:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                legacy.load_model(directory / "dense.json", weights=directory / weights)
+        except legacy.LegacyFileError:
+            assert weights == "conv1d.weights.h5"  # another model's weights
+        assert sys.getrecursionlimit() == 1000
+    finally:
+        sys.setrecursionlimit(before)
