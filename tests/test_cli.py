@@ -1082,3 +1082,52 @@ def test_advice_is_given_in_the_commands_own_options(advice, expected):
     from keras_bn.cli import _in_option_terms
 
     assert expected in _in_option_terms(advice)
+
+
+def test_inspect_tells_keras_bn_layers_from_stock_ones_in_a_keras3_file(
+    tmp_path, capsys, rng
+):
+    """Keras 3 records a registered class as class_name "BatchNormalization"
+    with registered_name "keras_bn>BatchNormalization": inspect reads the
+    registered name, and tells keras_bn's running std from the stock
+    layer's variance, each with its epsilon."""
+    from legacy_fixtures import keras2_layer, write_keras2
+
+    def layer(registered, name, epsilon):
+        return {
+            "module": "keras_bn" if registered else "keras.layers",
+            "class_name": "BatchNormalization",
+            "registered_name": registered,
+            "config": {"name": name, "epsilon": epsilon, "axis": -1},
+        }
+
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                layer("keras_bn>BatchNormalization", "ours", 0.25),
+                layer(None, "stock", 0.125),
+            ],
+        },
+    }
+    ours = dict(zip(("gamma", "beta", "running_mean", "running_std"),
+                    rng.uniform(0.5, 1.5, size=(4, 3))))  # fmt: skip
+    stock = dict(zip(("gamma", "beta", "moving_mean", "moving_variance"),
+                     rng.uniform(0.5, 1.5, size=(4, 3))))  # fmt: skip
+    path = tmp_path / "k3.h5"
+    write_keras2(
+        path,
+        [keras2_layer("ours", ours), keras2_layer("stock", stock)],
+        keras_version="3.15.1",
+        backend="jax",
+        model_config=config,
+    )
+    assert main(["inspect", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (ours_line,) = [line for line in lines if line.startswith("  ours:")]
+    (stock_line,) = [line for line in lines if line.startswith("  stock:")]
+    assert "epsilon 0.25 from its config" in ours_line
+    assert "standard deviation" in ours_line
+    assert "epsilon 0.125 from its config" in stock_line
+    assert "standard deviation" not in stock_line

@@ -945,3 +945,23 @@ def test_per_gate_arrays_named_with_a_tensorflow_suffix(tmp_path, rng):
     for got, kind in ((kernel, "W"), (recurrent_kernel, "U"), (bias, "b")):
         expected = np.concatenate([gates[kind, gate] for gate in "ifco"], axis=-1)
         np.testing.assert_array_equal(got, expected)
+
+
+def test_a_folder_is_no_weights_file(tmp_path):
+    """A path to a folder is refused as no file, before anything is read."""
+    with pytest.raises(legacy.LegacyFileError, match="no file") as caught:
+        legacy.read_weights(tmp_path)
+    assert isinstance(caught.value, FileNotFoundError)
+
+
+@pytest.mark.parametrize(
+    "written, version",
+    [("2.2.4-tf", (2, 2, 4)), ("2.1.6-tf", (2, 1, 6)), ("1.0.8", (1, 0, 8)),
+     ("2.13", (2, 13, 0)), ("3.0.0rc1", (3, 0, 0))],
+)  # fmt: skip
+def test_versions_with_a_suffix_are_read(written, version):
+    """tf.keras recorded its Keras version with a suffix ("2.2.4-tf"), Keras 2
+    release candidates with theirs: the release is the leading numbers."""
+    from keras_bn.legacy.releases import version_tuple
+
+    assert version_tuple(written) == version

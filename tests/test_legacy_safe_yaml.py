@@ -33,7 +33,11 @@ def scalar(code, order, raw):
 )  # fmt: skip
 def test_a_numpy_scalar_in_its_byte_order(code, order, value):
     raw = np.array(value, dtype=np.dtype(code).newbyteorder(order)).tobytes()
-    assert load_yaml(scalar(code, order, raw))["value"] == value
+    loaded = load_yaml(scalar(code, order, raw))["value"]
+    assert loaded == value
+    # A Python number, as JSON (a rebuilt model's config, a .keras file)
+    # takes it: a NumPy float32 is not one.
+    assert type(loaded) is type(value)
 
 
 @pytest.mark.parametrize("size", [4, 7, 16])
