@@ -965,3 +965,25 @@ def test_versions_with_a_suffix_are_read(written, version):
     from keras_bn.legacy.releases import version_tuple
 
     assert version_tuple(written) == version
+
+
+def test_a_compressed_array_larger_than_its_file_is_read(tmp_path):
+    """Keras wrote its arrays uncompressed, but a file repacked with gzip
+    holds arrays larger than itself: one of a few hundred kilobytes in a
+    file of a few is read, its values as written."""
+    kernel = np.zeros((256, 300), dtype="float32")
+    kernel[::7, ::5] = 1.5
+    bias = np.arange(300, dtype="float32")
+    path = tmp_path / "gzip.h5"
+    with h5py.File(path, "w") as file:
+        file.attrs["keras_version"] = b"2.2.4"
+        file.attrs["backend"] = b"tensorflow"
+        file.attrs["layer_names"] = np.array([b"dense_1"])
+        group = file.create_group("dense_1")
+        group.attrs["weight_names"] = np.array([b"dense_1/kernel:0", b"dense_1/bias:0"])
+        group.create_dataset("dense_1/kernel:0", data=kernel, compression="gzip")
+        group.create_dataset("dense_1/bias:0", data=bias)
+    assert os.path.getsize(path) < kernel.nbytes
+    (layer,) = legacy.read_weights(path).layers
+    np.testing.assert_array_equal(layer.arrays[0], kernel)
+    np.testing.assert_array_equal(layer.arrays[1], bias)
