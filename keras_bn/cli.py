@@ -401,7 +401,9 @@ def _in_option_terms(message):
 
 
 def _error(message):
-    message = " ".join(message.split())
+    from keras_bn.legacy.errors import plain_text
+
+    message = " ".join(plain_text(message).split())
     if len(message) > 2000:
         message = message[:1997] + "..."
     print(f"keras-bn: error: {message}", file=sys.stderr)

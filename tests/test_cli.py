@@ -905,6 +905,9 @@ def test_an_error_message_is_one_line_of_at_most_2000_characters(capsys):
     err = capsys.readouterr().err
     assert err == "keras-bn: error: " + "ab" * 998 + "a...\n"
     assert len(err) == len("keras-bn: error: ") + 2000 + 1
+    # Terminal styling from a quoted Keras error is dropped.
+    assert keras_bn.cli._error("layer \x1b[1mdense\x1b[0m: bad") == 1
+    assert capsys.readouterr().err == "keras-bn: error: layer dense: bad\n"
 
 
 class _ClosedPipe:

@@ -175,8 +175,9 @@ FUNCTIONAL = [
      "mode", "cat"),
     ("inbound-unknown-layer", _inbound_item(0, "ghost"), "inbound_nodes", None),
     ("cycle", _inbound_of(1, [[["out", 0, 0]]]), "inbound_nodes", None),
-    # A layer that takes nothing fails when it is called: refused by name.
-    ("inbound-none", _inbound_of(1, []), "config", "a"),
+    # A layer that takes nothing: refused by name while the file is read.
+    ("inbound-none", _inbound_of(1, []), "inbound_nodes", "a"),
+    ("inbound-null", _inbound_of(1, None), "inbound_nodes", "a"),
 ]  # fmt: skip
 
 

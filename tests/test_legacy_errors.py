@@ -370,3 +370,13 @@ def test_values_in_messages_are_cut_to_their_limit(limit):
     cut = short_repr(long, limit)
     assert len(cut) == limit
     assert cut == repr(long)[: limit - 3] + "..."
+
+
+def test_messages_are_plain_text():
+    """Keras' own errors, quoted in a message, style names in bold for a
+    terminal: the message keeps the words, not the escape codes."""
+    error = legacy.LegacyFileError(
+        "layer 'a': \x1b[1mDense\x1b[0m got \x1b[1;31mbad\x1b[0m input",
+        path="m.json",
+    )
+    assert str(error) == "m.json: layer 'a': Dense got bad input"

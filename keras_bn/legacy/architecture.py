@@ -426,7 +426,15 @@ def _nested_functional(path, name, config, generation, previous):
 
 def _inbound(path, name, inbound_nodes):
     if not inbound_nodes:
-        return []
+        # Keras lists a functional model's layers as they were called: one
+        # that takes nothing (other than an InputLayer) is a damaged file.
+        raise _fail(
+            path,
+            f"Layer '{name}': no inbound node; every layer but an InputLayer "
+            "takes an input.",
+            layer=name,
+            field="inbound_nodes",
+        )
     if not isinstance(inbound_nodes, list) or not isinstance(inbound_nodes[0], list):
         raise _fail(
             path,

@@ -1,8 +1,9 @@
 """The one exception of `keras_bn.legacy` and ``keras-bn inspect``."""
 
+import re
 import reprlib
 
-__all__ = ["LegacyFileError", "short_repr"]
+__all__ = ["LegacyFileError", "plain_text", "short_repr"]
 
 
 class LegacyFileError(ValueError):
@@ -23,7 +24,18 @@ class LegacyFileError(ValueError):
 
     def __init__(self, message, *, path=None, layer=None, field=None):
         self.path, self.layer, self.field = path, layer, field
+        # Keras' own errors, quoted in some messages, carry terminal styling
+        # (bold names): plain text here, in a log as in a terminal.
+        message = plain_text(str(message))
         super().__init__(message if path is None else f"{path}: {message}")
+
+
+_TERMINAL_STYLE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def plain_text(message):
+    """``message`` without terminal styling (escape codes such as bold)."""
+    return _TERMINAL_STYLE.sub("", message)
 
 
 class LegacyFileNotFoundError(LegacyFileError, FileNotFoundError):
