@@ -788,6 +788,9 @@ _REFUSED = [
      "data_format", "data_format 'channels_middle'"),
     ("BatchNormalization", {"epsilon": "small", "batch_input_shape": [None, 3]},
      "epsilon", "epsilon 'small' (expected a number >= 0)"),
+    # JSON's true is a bool, not an epsilon of 1.
+    ("BatchNormalization", {"epsilon": True, "batch_input_shape": [None, 3]},
+     "epsilon", "epsilon True (expected a number >= 0)"),
     ("ZeroPadding2D", {"padding": [1, 2, 3], "dim_ordering": "tf",
                        "batch_input_shape": [None, 4, 4, 1]},
      "padding", "padding [1, 2, 3] (expected 2 entries)"),
@@ -817,7 +820,7 @@ _REFUSED = [
 @pytest.mark.parametrize(
     "class_name, config, field, message",
     _REFUSED,
-    ids=["dim-ordering", "data-format", "epsilon-text", "padding-three",
+    ids=["dim-ordering", "data-format", "epsilon-text", "epsilon-bool", "padding-three",
          "interpolation-3d", "stateful", "return-state", "time-major",
          "wrapped-text", "wrapped-unknown", "bidirectional-merge"],
 )  # fmt: skip
