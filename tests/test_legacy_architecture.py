@@ -113,6 +113,14 @@ def _nested_model_with_two_inputs(config):
     config["config"].insert(1, {"class_name": "Model", "config": inner})
 
 
+def _nested_model_with_two_outputs(config):
+    """A functional model with a second output, as layer 1 of the
+    Sequential: which of them the next layer takes is not told."""
+    inner = json.loads((DENSE / "functional.json").read_text())["config"]
+    inner["output_layers"].append(["a_act", 0, 0])
+    config["config"].insert(1, {"class_name": "Model", "config": inner})
+
+
 def _inbound_of(index, inbound_nodes):
     def edit(config):
         config["config"]["layers"][index]["inbound_nodes"] = inbound_nodes
@@ -157,6 +165,7 @@ SEQUENTIAL = [
      _merge_first({"name": "m", "layers": [{"class_name": "Dense", "config": {}}]}),
      "layers", "m"),
     ("nested-model-two-inputs", _nested_model_with_two_inputs, "config", "model_1"),
+    ("nested-model-two-outputs", _nested_model_with_two_outputs, "config", "model_1"),
 ]  # fmt: skip
 
 FUNCTIONAL = [
@@ -635,6 +644,27 @@ def test_keras0_layers_take_the_names_keras_0_3_gave_them():
             )
             names[release] = [layer.name for layer in rebuilt.layers]
         assert names["keras-0.2.0-theano"] == names["keras-0.3.3-theano"], model
+
+
+def test_integer_inputs_where_the_old_model_took_them(tmp_path):
+    """A Sequential whose first layer is an Embedding took integer indices
+    (Keras 2's Embedding built its input as int32), and a Keras 0.x Graph
+    input declared with dtype 'int' did too; other models take float32."""
+    zoo = REAL.parent / "real_zoo" / "keras-2.2.4-tensorflow"
+    embedding = _load(zoo / "embedding.json", weights=zoo / "embedding.weights.h5")
+    assert [t.dtype for t in embedding.inputs] == ["int32"]
+    dense = _load(DENSE / "dense.json", weights=DENSE / "dense.weights.h5")
+    assert [t.dtype for t in dense.inputs] == ["float32"]
+
+    def integer_input(config):
+        config["input_config"][0]["dtype"] = "int"
+
+    weights = GRAPH / "graph.weights.h5"
+    graph = _edited(tmp_path, GRAPH / "graph.json", integer_input)
+    integers = _load(graph, weights=weights, backend="theano")
+    assert [t.dtype for t in integers.inputs] == ["int32"]
+    floats = _load(GRAPH / "graph.json", weights=weights, backend="theano")
+    assert [t.dtype for t in floats.inputs] == ["float32"]
 
 
 def test_a_keras0_graph_output_of_several_inputs_merges_them(tmp_path):
