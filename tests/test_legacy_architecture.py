@@ -667,6 +667,29 @@ def test_integer_inputs_where_the_old_model_took_them(tmp_path):
     assert [t.dtype for t in floats.inputs] == ["float32"]
 
 
+def test_a_class_name_config_json_without_its_version_is_keras1(tmp_path):
+    """A class_name/config architecture is Keras 1 or later (Keras 0.x wrote
+    flat layer dicts): without keras_version and without Keras 2's argument
+    names it is read as Keras 1, whose defaults then apply (a
+    BatchNormalization's momentum 0.99, where Keras 0.x's was 0.9)."""
+    from keras_bn.legacy.architecture import read_architecture
+    from keras_bn.legacy.layers_map import translate
+
+    def unversioned(config):
+        config.pop("keras_version")
+        for layer in config["config"]:
+            layer["config"].pop("momentum", None)
+
+    path = _edited(tmp_path, REAL / "keras-1.0.5-theano" / "dense.json", unversioned)
+    architecture = read_architecture(path)
+    assert architecture.generation == 1
+    (batch_norm, *_) = [
+        node for node in architecture.nodes if node.class_name == "BatchNormalization"
+    ]
+    plan = translate(batch_norm, architecture.generation, "keras_bn")
+    assert plan.kwargs["momentum"] == 0.99
+
+
 def test_a_keras0_graph_output_of_several_inputs_merges_them(tmp_path):
     """A Keras 0.x Graph output with several ``inputs`` merges them with its
     merge_mode: the output ``out`` summed with itself is twice the
