@@ -735,3 +735,13 @@ def test_wrappers_nested_hundreds_deep_are_a_legacy_file_error(tmp_path):
     assert str(caught.value).startswith(
         f"{path}: cannot read the architecture: RecursionError: "
     )
+
+
+@pytest.mark.parametrize("name", ["model.json", "MODEL.JSON", "model.Json"])
+def test_a_json_file_that_does_not_parse_is_refused_as_json(tmp_path, name):
+    """A file named .json (in any case) that is not valid JSON is refused as
+    such, not read again as YAML."""
+    path = tmp_path / name
+    path.write_text('{"class_name": "Sequential", "config": [')
+    with pytest.raises(legacy.LegacyFileError, match="not valid JSON"):
+        _load(path, weights=DENSE / "dense.weights.h5")
