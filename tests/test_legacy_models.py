@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import pytest
 import real_fixtures as rf
-from conftest import release_param
+from conftest import release_param, to_numpy
 
 from keras_bn import legacy
 
@@ -948,3 +948,45 @@ def test_the_recursion_limit_is_the_callers_again(weights):
         assert sys.getrecursionlimit() == 1000
     finally:
         sys.setrecursionlimit(before)
+
+
+def test_a_type_error_deep_in_keras_is_a_legacy_file_error(tmp_path):
+    """A hostile value that Keras itself trips over with a TypeError (a
+    Dropout rate given as a list: Keras compares it with 0) is reported as
+    the file's fault, naming the layer, like every other refusal."""
+    directory = rf.ROOT / "keras-1.2.2-theano"
+    config = json.loads((directory / "dense.json").read_text())
+    dropout = {"class_name": "Dropout", "config": {"name": "dr", "p": [0.5]}}
+    config["config"].insert(1, dropout)
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(legacy.LegacyFileError, match="layer 'dr' \\(Dropout\\)"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            legacy.load_model(path, weights=directory / "dense.weights.h5")
+
+
+def test_weights_given_for_a_whole_model_file_are_the_ones_loaded(tmp_path):
+    """A whole-model file's own weights load unless weights= names another
+    file: then that file's arrays are the model's (read back here with
+    h5py)."""
+    import shutil
+
+    import h5py
+
+    directory = rf.ROOT / "keras-1.2.2-theano"
+    other = tmp_path / "other.weights.h5"
+    shutil.copy(directory / "dense.weights.h5", other)
+    with h5py.File(other, "r+") as file:
+        kernel = file["dense_1"]["dense_1_W"]
+        kernel[...] = kernel[...] * 2.0 + 1.0
+        expected = kernel[...]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        own = legacy.load_model(directory / "dense.model.h5")
+        given = legacy.load_model(
+            directory / "dense.model.h5", weights=other, keras_version="1.2.2"
+        )
+    (own_dense, given_dense) = (m.get_layer("dense_1") for m in (own, given))
+    np.testing.assert_array_equal(to_numpy(given_dense.kernel), expected)
+    assert not np.array_equal(to_numpy(own_dense.kernel), expected)
