@@ -987,3 +987,23 @@ def test_a_compressed_array_larger_than_its_file_is_read(tmp_path):
     (layer,) = legacy.read_weights(path).layers
     np.testing.assert_array_equal(layer.arrays[0], kernel)
     np.testing.assert_array_equal(layer.arrays[1], bias)
+
+
+def test_frozen_layers_take_their_weights_too(tmp_path, rng):
+    """A layer frozen for fine-tuning (trainable=False) still holds weights:
+    it is matched with the file's layer in its place and takes its arrays."""
+    first = {"kernel": rng.normal(size=(3, 2)), "bias": rng.normal(size=2)}
+    second = {"kernel": rng.normal(size=(2, 4)), "bias": rng.normal(size=4)}
+    path = tmp_path / "w.h5"
+    write_keras2(
+        path, [keras2_layer("dense_1", first), keras2_layer("dense_2", second)]
+    )
+    frozen = keras.layers.Dense(2, name="frozen")
+    frozen.trainable = False
+    model = keras.Sequential(
+        [keras.Input((3,)), frozen, keras.layers.Dense(4, name="head")]
+    )
+    legacy.load_weights(model, path)
+    np.testing.assert_allclose(to_numpy(frozen.kernel), first["kernel"], rtol=1e-6)
+    head = model.get_layer("head")
+    np.testing.assert_allclose(to_numpy(head.kernel), second["kernel"], rtol=1e-6)

@@ -509,3 +509,11 @@ def test_a_channels_first_conv_lstm_without_sequences(tmp_path):
     expected = native.predict(x, verbose=0)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_keras1_conv_lstm_takes_its_strides_from_subsample():
+    """Keras 1's ConvLSTM2D named its strides ``subsample``, as its
+    convolutions did."""
+    config = {"nb_filter": 2, "nb_row": 3, "nb_col": 3, "dim_ordering": "tf",
+              "subsample": [2, 1]}  # fmt: skip
+    assert tuple(_translated("ConvLSTM2D", config, 1)["strides"]) == (2, 1)

@@ -990,3 +990,25 @@ def test_weights_given_for_a_whole_model_file_are_the_ones_loaded(tmp_path):
     (own_dense, given_dense) = (m.get_layer("dense_1") for m in (own, given))
     np.testing.assert_array_equal(to_numpy(given_dense.kernel), expected)
     assert not np.array_equal(to_numpy(own_dense.kernel), expected)
+
+
+@pytest.mark.parametrize("channels_first", ["native", "transpose"])
+def test_the_report_says_permutes_only_where_there_are(channels_first):
+    """The report lines of a channels-first model's convolutions say
+    "between Permutes" when the rebuilt model wraps them so (transposed),
+    and not when they run channels-first as they are."""
+    from keras_bn.legacy.models import rebuild
+
+    directory = rf.ROOT / "keras-1.2.2-theano"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rebuilt = rebuild(
+            directory / "conv2d_cf.json",
+            weights=directory / "conv2d_cf.weights.h5",
+            channels_first=channels_first,
+        )
+    (convolution,) = [line for line in rebuilt.layers if "Convolution2D" in line]
+    assert convolution.endswith(" between Permutes") == (channels_first == "transpose")
+    layers = rebuilt.model.layers
+    permutes = [layer for layer in layers if isinstance(layer, keras.layers.Permute)]
+    assert bool(permutes) == (channels_first == "transpose")
