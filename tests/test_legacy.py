@@ -1007,3 +1007,28 @@ def test_frozen_layers_take_their_weights_too(tmp_path, rng):
     np.testing.assert_allclose(to_numpy(frozen.kernel), first["kernel"], rtol=1e-6)
     head = model.get_layer("head")
     np.testing.assert_allclose(to_numpy(head.kernel), second["kernel"], rtol=1e-6)
+
+
+def test_a_batch_norm_without_gamma_has_its_statistics(tmp_path, rng):
+    """A Keras 2 BatchNormalization built with scale=False saved three
+    arrays (beta and its two running statistics): its statistics load, and
+    the warnings are about its unrecorded epsilon, not about statistics it
+    would lack."""
+    beta, mean = rng.normal(size=3), rng.normal(size=3)
+    variance = rng.uniform(0.5, 2.0, size=3)
+    path = tmp_path / "w.h5"
+    write_keras2(
+        path,
+        [keras2_layer("bn", {"beta": beta, "moving_mean": mean,
+                             "moving_variance": variance})],
+    )  # fmt: skip
+    layer = keras.layers.BatchNormalization(scale=False, name="bn")
+    model = keras.Sequential([keras.Input((3,)), layer])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        legacy.load_weights(model, path)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "does not record the epsilon" in messages
+    assert "saved only gamma and beta" not in messages
+    np.testing.assert_allclose(to_numpy(layer.moving_mean), mean, rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(layer.moving_variance), variance, rtol=1e-6)
