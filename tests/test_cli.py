@@ -828,8 +828,9 @@ def test_convert_of_a_compiled_keras_file_says_it_compiles_again(tmp_path, capsy
 
 @pytest.mark.parametrize("target, swap", [("keras_bn", "model_from_keras"),
                                           ("keras", "model_to_keras")])  # fmt: skip
+@pytest.mark.parametrize("error_type", [TypeError, ValueError])
 def test_convert_of_a_keras_file_it_cannot_swap(
-    tmp_path, capsys, monkeypatch, target, swap
+    tmp_path, capsys, monkeypatch, target, swap, error_type
 ):
     """A model whose layers the swap refuses (a ValueError or TypeError, as
     for a subclassed model): one line naming the file and the reason, exit
@@ -837,7 +838,7 @@ def test_convert_of_a_keras_file_it_cannot_swap(
     from keras_bn import convert
 
     def refuse(model):
-        raise TypeError("a subclassed model: its layers cannot be rebuilt")
+        raise error_type("a subclassed model: its layers cannot be rebuilt")
 
     monkeypatch.setattr(convert, swap, refuse)
     source = tmp_path / "in.keras"
@@ -1134,3 +1135,65 @@ def test_inspect_tells_keras_bn_layers_from_stock_ones_in_a_keras3_file(
     assert "standard deviation" in ours_line
     assert "epsilon 0.125 from its config" in stock_line
     assert "standard deviation" not in stock_line
+
+
+def test_inspect_tells_the_samplewise_formula_only_with_a_mode_1_layer(capsys):
+    """A file whose configs give every layer's mode prints the samplewise
+    formula line only when one of them is mode 1 (mode 2, Keras 1's batch
+    statistics at inference, has no such formula)."""
+    lines = {}
+    for mode in (1, 2):
+        path = REAL / "keras-1.2.2-theano" / f"dense_mode{mode}.model.h5"
+        assert main(["inspect", str(path)]) == 0
+        lines[mode] = capsys.readouterr().out
+    assert "mode 1 (samplewise)" in lines[1]
+    assert "mode 1 (samplewise)" not in lines[2]
+
+
+@pytest.mark.parametrize(
+    "dim_ordering, told",
+    [("th", "channels-first (dim_ordering 'th')"),
+     ("tf", "channels-last (dim_ordering 'tf')"),
+     (None, "layout not recorded")],
+)  # fmt: skip
+def test_inspect_tells_a_keras1_kernel_layout_as_recorded(
+    tmp_path, capsys, dim_ordering, told
+):
+    """A Keras 1 whole-model file's convolution: its kernel's layout as its
+    config records it, and "not recorded" where it does not."""
+    from legacy_fixtures import keras1_layer, write_keras1
+
+    kernel = np.zeros((2, 3, 3, 3), dtype="float32")
+    config = {"name": "conv", "nb_filter": 2, "nb_row": 3, "nb_col": 3}
+    if dim_ordering is not None:
+        config["dim_ordering"] = dim_ordering
+    layer = {"class_name": "Convolution2D", "config": config}
+    model_config = {"class_name": "Sequential", "config": [layer]}
+    path = tmp_path / "k1.h5"
+    write_keras1(
+        path,
+        [keras1_layer("conv", {"W": kernel, "b": np.zeros(2, "float32")})],
+        keras_version="1.2.2",
+        model_config=model_config,
+    )
+    assert main(["inspect", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (line,) = [line for line in lines if line.startswith("  conv ")]
+    assert told in line
+
+
+def test_convert_to_keras_bn_says_nothing_of_needing_keras_bn(tmp_path, capsys):
+    """Swapping into keras_bn's layer, a Batch Normalization that stays
+    stock (one inside a wrapper) is listed as kept, and the file needs
+    nothing more to load: no note that the kept layers need keras_bn."""
+    inputs = keras.Input((4, 3))
+    wrapped = keras.layers.TimeDistributed(keras.layers.BatchNormalization())
+    outputs = keras.layers.BatchNormalization()(wrapped(inputs))
+    source = tmp_path / "in.keras"
+    keras.Model(inputs, outputs).save(source)
+    new = tmp_path / "new.keras"
+    argv = ["convert", str(source), str(new), "--batch-normalization", "keras_bn"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "kept:" in out
+    assert "need keras_bn" not in out
