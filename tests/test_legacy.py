@@ -4,6 +4,7 @@ formula."""
 
 import os
 import warnings
+from pathlib import Path
 
 import h5py
 import keras
@@ -1032,3 +1033,33 @@ def test_a_batch_norm_without_gamma_has_its_statistics(tmp_path, rng):
     assert "saved only gamma and beta" not in messages
     np.testing.assert_allclose(to_numpy(layer.moving_mean), mean, rtol=1e-6)
     np.testing.assert_allclose(to_numpy(layer.moving_variance), variance, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "release, in_root", [("keras-1.2.2-theano", True), ("keras-0.3.3-theano", False)]
+)
+def test_the_samplewise_formula_is_told_where_it_changed(release, in_root):
+    """Keras 1.x's samplewise layers put epsilon inside the root, Keras
+    0.x's did not: loading a mode-1 layer sets the release's formula, and
+    warns of it only where it is Keras 1's, naming the layer."""
+    directory = Path(__file__).resolve().parent / "fixtures" / "real" / release
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = legacy.load_model(
+            directory / "dense_mode1.json",
+            weights=directory / "dense_mode1.weights.h5",
+            backend="theano",
+        )
+    samplewise = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, BatchNormalization) and layer.mode == 1
+    ]
+    assert samplewise
+    assert all(layer.samplewise_epsilon_in_root is in_root for layer in samplewise)
+    told = [str(w.message) for w in caught if "normalized samplewise" in str(w.message)]
+    if in_root:
+        (message,) = told
+        assert all(repr(layer.name) in message for layer in samplewise)
+    else:
+        assert told == []

@@ -382,8 +382,8 @@ def _warn(weights, plan, assumed, without_statistics):
     if in_root:
         warnings.warn(
             f"{weights.path}: Keras 1.x normalized samplewise (mode 1) with "
-            "(x - m) / (sqrt(var + epsilon) + epsilon); set "
-            f"samplewise_epsilon_in_root=True on the layers {in_root}.",
+            "(x - m) / (sqrt(var + epsilon) + epsilon); the layers "
+            f"{in_root} now do too (samplewise_epsilon_in_root=True).",
             UserWarning,
             stacklevel=3,
         )
