@@ -366,6 +366,10 @@ def test_values_in_messages_are_cut_to_their_limit(limit):
     from keras_bn.legacy.errors import short_repr
 
     assert short_repr(["ab"], limit) == "['ab']"
+    # Two strings whose list's repr is exactly limit characters: kept whole.
+    half = (limit - 8) // 2
+    exact = ["a" * half, "b" * (limit - 8 - half)]
+    assert len(repr(exact)) == limit and short_repr(exact, limit) == repr(exact)
     long = ["a" * 40, "b" * 40, "c" * 40]
     cut = short_repr(long, limit)
     assert len(cut) == limit

@@ -218,3 +218,28 @@ def test_a_transposed_kernel_alone_tells_its_layout_by_its_shape(release):
     got = model.predict(arrays["x"], verbose=0)
     scale = float(np.max(np.abs(arrays["y"])))
     assert np.max(np.abs(got - arrays["y"])) <= 1e-4 * scale
+
+
+def test_a_cntk_file_correlates_as_tensorflow_does(tmp_path):
+    """Keras 2 on CNTK computed a correlation, as on TensorFlow: a file that
+    records backend "cntk" keeps its kernels unflipped. (The file here is
+    Keras 2.2.4's on TensorFlow with its backend attribute rewritten: its
+    release's predictions stand for CNTK's.)"""
+    import shutil
+    import warnings
+
+    import h5py
+
+    directory = ZOO / "keras-2.2.4-tensorflow"
+    weights = tmp_path / "cntk.weights.h5"
+    shutil.copy(directory / "conv2d_rect.weights.h5", weights)
+    with h5py.File(weights, "r+") as file:
+        assert file.attrs["backend"] in (b"tensorflow", "tensorflow")
+        file.attrs["backend"] = b"cntk"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = legacy.load_model(directory / "conv2d_rect.json", weights=weights)
+    arrays = np.load(directory / "conv2d_rect.npz")
+    got = model.predict(arrays["x"], verbose=0)
+    scale = float(np.max(np.abs(arrays["y"])))
+    assert np.max(np.abs(got - arrays["y"])) <= 1e-4 * scale
