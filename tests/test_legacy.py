@@ -1063,3 +1063,37 @@ def test_the_samplewise_formula_is_told_where_it_changed(release, in_root):
         assert all(repr(layer.name) in message for layer in samplewise)
     else:
         assert told == []
+
+
+@pytest.mark.parametrize("key", ["nb_layers", "nb_params"])
+def test_a_count_that_is_a_bool_is_refused(tmp_path, key):
+    """Keras 0.x's counts are whole numbers; a bool (which Python would take
+    for 0 or 1) in their place is refused, naming the attribute."""
+    path = tmp_path / "w.h5"
+    write_keras0_sequential(path, [[np.ones((2, 3)), np.zeros(3)]])
+    with h5py.File(path, "r+") as file:
+        target = file if key == "nb_layers" else file["layer_0"]
+        target.attrs[key] = True
+    with pytest.raises(
+        legacy.LegacyFileError, match="expected a whole number"
+    ) as caught:
+        legacy.read_weights(path)
+    assert caught.value.field == key
+
+
+def test_a_keras0_file_takes_the_callers_running_std_form(tmp_path, rng):
+    """Every Keras 0.x kept a standard deviation, unless the caller knows
+    better (a patched release): running_std="variance" is honoured, the
+    stored array then read as a variance (std = sqrt(variance + epsilon))."""
+    gamma, beta, mean = rng.normal(size=(3, 3))
+    fourth = rng.uniform(0.5, 2.0, size=3)
+    path = tmp_path / "w.h5"
+    write_keras0_sequential(path, [[gamma, beta, mean, fourth]])
+    model = keras.Sequential([keras.Input((3,)), BatchNormalization(epsilon=1e-3)])
+    x = rng.normal(size=(5, 3)).astype("float32")
+    legacy.load_weights(model, path, running_std="variance", epsilon=1e-3)
+    as_variance = gamma * (x - mean) / np.sqrt(fourth + 1e-3) + beta
+    np.testing.assert_allclose(to_numpy(model(x)), as_variance, rtol=1e-5, atol=1e-6)
+    legacy.load_weights(model, path, epsilon=1e-3)  # a std, as stored
+    as_std = gamma * (x - mean) / (fourth + 1e-3) + beta
+    np.testing.assert_allclose(to_numpy(model(x)), as_std, rtol=1e-5, atol=1e-6)

@@ -119,3 +119,9 @@ def test_a_yaml_file_without_a_document_is_no_model(tmp_path):
     assert str(caught.value) == (
         f"{path}: expected a model config (a mapping), got NoneType."
     )
+
+
+def test_a_numpy_bool_scalar_is_a_python_bool():
+    """NumPy's bool scalars (dtype b1) are numbers to Keras' configs too."""
+    assert load_yaml(scalar("b1", "|", b"\x01"))["value"] is True
+    assert load_yaml(scalar("b1", "|", b"\x00"))["value"] is False
