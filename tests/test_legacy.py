@@ -1097,3 +1097,37 @@ def test_a_keras0_file_takes_the_callers_running_std_form(tmp_path, rng):
     legacy.load_weights(model, path, epsilon=1e-3)  # a std, as stored
     as_std = gamma * (x - mean) / (fourth + 1e-3) + beta
     np.testing.assert_allclose(to_numpy(model(x)), as_std, rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_norm_mode_that_is_a_bool_is_refused(tmp_path, rng):
+    """A whole-model file's BatchNormalization config whose mode is JSON's
+    true (which Python would take for 1) is refused, naming the field."""
+    arrays = [rng.normal(size=3) for _ in range(4)]
+    layer = keras1_layer("bn", dict(zip(("gamma", "beta", "running_mean",
+                                         "running_std"), arrays)))  # fmt: skip
+    config = {"class_name": "Sequential", "config": [
+        {"class_name": "BatchNormalization",
+         "config": {"name": "bn", "mode": True, "epsilon": 1e-3,
+                    "batch_input_shape": [None, 3]}}]}  # fmt: skip
+    path = tmp_path / "m.h5"
+    write_keras1(path, [layer], keras_version="1.2.2", model_config=config)
+    model = keras.Sequential([keras.Input((3,)), BatchNormalization(name="bn")])
+    with pytest.raises(legacy.LegacyFileError, match="'mode' must be") as caught:
+        legacy.load_weights(model, path)
+    assert caught.value.field == "mode"
+
+
+def test_a_declared_shape_is_counted_in_bytes(tmp_path):
+    """A dataset declaring more bytes than its file holds is refused before
+    it is read, even when its count of elements would fit (8-byte floats
+    that were never written: HDF5 stores nothing for them)."""
+    path = tmp_path / "w.h5"
+    write_keras0_sequential(path, [[np.ones(3)]])
+    elements = os.path.getsize(path) // 2
+    with h5py.File(path, "r+") as file:
+        del file["layer_0"]["param_0"]
+        file["layer_0"].create_dataset("param_0", shape=(elements,), dtype="float64")
+    size = os.path.getsize(path)
+    assert elements <= size < 8 * elements
+    with pytest.raises(legacy.LegacyFileError, match="more than the file"):
+        legacy.read_weights(path)
