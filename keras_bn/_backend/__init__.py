@@ -12,10 +12,14 @@ operation (generic form)      backend     replacement, and why
 ``multiply_add``              torch       ``torch.addcmul``: eager PyTorch
 (``x * scale + offset``)                  would run two kernels with a
                                           full-size temporary between them.
-``moments`` (two-pass mean    torch       ``torch.sum`` called directly, the
-and variance)                             squares taken in place: saves a
-                                          full-size temporary and Keras'
-                                          per-op dispatch on every step.
+``moments`` (two-pass mean    torch       ATen's batch-norm statistics
+and variance)                             kernel where nothing
+                                          differentiates them (two reads,
+                                          no temporary), a features-last
+                                          batch in groups of at most 1024
+                                          rows that keep its float32 sums
+                                          exact; else ``torch.sum`` called
+                                          directly, squares in place.
 ``featurewise_backward``      torch       ATen's fused
 (mode 0's closed-form                     ``native_batch_norm_backward``:
 gradient)                                 two passes over ``dy`` and ``x``
