@@ -683,7 +683,10 @@ def _time_distributed(a, plan, context):
 def _bidirectional(a, plan, context):
     inner = _inner(a, plan, context)
     merge_mode = a.get("merge_mode", default="concat")
-    if merge_mode not in ("concat", "sum", "mul", "ave"):
+    if "merge_mode" in a.config and a.config["merge_mode"] is None:
+        # Keras 2's merge_mode=None returned both directions as two outputs.
+        a.refuse("merge_mode", "merge_mode=None (two outputs, not merged)")
+    elif merge_mode not in ("concat", "sum", "mul", "ave"):
         a.refuse("merge_mode", f"merge_mode {_short(merge_mode)}")
     a.get("backward_layer")  # Keras 2.3's copy of the forward layer's config
     plan.cls = keras.layers.Bidirectional
