@@ -1197,3 +1197,71 @@ def test_convert_to_keras_bn_says_nothing_of_needing_keras_bn(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "kept:" in out
     assert "need keras_bn" not in out
+
+
+def test_convert_to_stock_layers_with_nothing_kept_has_no_note(tmp_path, capsys):
+    """Every keras_bn layer swapped for the stock one: nothing kept, so no
+    note that kept layers need keras_bn."""
+    inputs = keras.Input((3,))
+    outputs = keras_bn.BatchNormalization((3,), name="bn")(inputs)
+    source, new = tmp_path / "in.keras", tmp_path / "new.keras"
+    keras.Model(inputs, outputs).save(source)
+    argv = ["convert", str(source), str(new), "--batch-normalization", "keras"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"converted:     {source} (a Keras 3 .keras file)",
+        "swapped:",
+        "  bn: now keras.layers.BatchNormalization",
+        "kept:",
+        "  none",
+        f"wrote:         {new}",
+    ]
+
+
+def test_convert_reports_what_it_rebuilt_converted_and_assumed(tmp_path, capsys):
+    """The whole report of an architecture and weights pair (Keras 1.0.8 on
+    Theano: a variance, the release's default epsilon 1e-5, which the JSON
+    records as the layers' own)."""
+    directory = REAL / "keras-1.0.8-theano"
+    old, weights = directory / "dense.json", directory / "dense.weights.h5"
+    new = tmp_path / "dense.keras"
+    assert main(["convert", str(old), str(new), "--weights", str(weights)]) == 0
+    bn = (
+        "BatchNormalization(epsilon=1e-05, momentum=0.99, center=True, "
+        "scale=True, mode=0, axis=-1)"
+    )
+    assert capsys.readouterr().out.splitlines() == [
+        f"converted:     {old} with weights {weights}",
+        "layers:",
+        "  dense_1: Dense -> Dense(units=8, activation='linear', use_bias=True)",
+        f"  batchnormalization_2: BatchNormalization -> {bn}",
+        "  activation_1: Activation -> Activation(activation='relu')",
+        "  dense_2: Dense -> Dense(units=3, activation='linear', use_bias=True)",
+        f"  batchnormalization_3: BatchNormalization -> {bn}",
+        "conversions:",
+        "  BatchNormalization fourth array: variance in the file, converted to "
+        "each target layer's form and epsilon",
+        "  convolution kernels: transposed from the channels-first layout "
+        "(dim_ordering 'th': filters, channels, rows, cols) where the config or "
+        "the shapes say so, else as stored ('tf'); flipped in every spatial axis "
+        "(Theano computed a true convolution)",
+        "assumptions:",
+        "  load_weights options from the architecture: {'keras_version': "
+        "'1.0.8', 'epsilon': {'batchnormalization_2': 1e-05, "
+        "'batchnormalization_3': 1e-05}}",
+        "  initializers, regularizers, constraints and dropout rates only matter "
+        "for training: dropped or kept as is",
+        f"wrote:         {new}",
+    ]
+
+
+def test_inspect_s_table_lines_end_without_spaces(capsys):
+    path = REAL / "keras-1.0.8-theano" / "dense.weights.h5"
+    assert main(["inspect", str(path)]) == 0
+    table = capsys.readouterr().out.split("\n\n", 1)[1].splitlines()
+    assert table[0].split() == ["layer", "array", "shape", "dtype"]
+    assert "activation_1          (no weights)" in table
+    for line in table:
+        assert line == line.rstrip()
+        if "(no weights)" not in line and line != table[0]:
+            assert line.split()[-1] == "float32"

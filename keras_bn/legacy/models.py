@@ -350,7 +350,13 @@ def _describe(arch, plans, held, options, transpose):
         layers.append(
             f"{node.name}: {node.class_name} -> {plan.cls.__name__}({args}){wrap}"
         )
-    form, default = held.batch_norm_form()
+    # What the file, with the version and backend the architecture or the
+    # caller told, says its fourth arrays are.
+    told = dataclasses.replace(held, backend=held.backend or options.get("backend"))
+    try:
+        form, _ = releases.source_form(told, "auto", options.get("keras_version"))
+    except ValueError:
+        form = None
     generation = releases.family(held, options.get("keras_version"))
     conversions = [
         f"BatchNormalization fourth array: {form or 'per the options'} in the "
