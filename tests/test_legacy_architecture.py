@@ -745,3 +745,92 @@ def test_a_json_file_that_does_not_parse_is_refused_as_json(tmp_path, name):
     path.write_text('{"class_name": "Sequential", "config": [')
     with pytest.raises(legacy.LegacyFileError, match="not valid JSON"):
         _load(path, weights=DENSE / "dense.weights.h5")
+
+
+def _parsed(config):
+    from keras_bn.legacy.architecture import parse
+
+    return parse(config, "model.json")
+
+
+def _refusal(config):
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        _parsed(config)
+    return caught.value
+
+
+def test_tf_keras_functional_class_is_a_functional_model():
+    """tf.keras 2.4 and later name a functional model's class "Functional"."""
+    config = json.loads(
+        (REAL / "tf-keras-2.21-tensorflow" / "functional.json").read_text()
+    )
+    assert config["class_name"] == "Functional"
+    arch = _parsed(config)
+    assert arch.kind == "functional" and arch.generation == 2
+    names = [layer["config"]["name"] for layer in config["config"]["layers"]]
+    inputs = [name for name, _, _ in arch.inputs]
+    assert inputs + [node.name for node in arch.nodes] == names
+
+
+def test_unnamed_layers_are_named_by_their_position():
+    """A layer config without a name (hand-written JSON) is named
+    ``layer_<position in the list, from 0>``."""
+    config = {
+        "class_name": "Sequential",
+        "config": [
+            {"class_name": "Dense", "config": {"output_dim": 2, "input_dim": 3}},
+            {"class_name": "Activation", "config": {"activation": "relu"}},
+        ],
+    }
+    arch = _parsed(config)
+    assert [node.name for node in arch.nodes] == ["layer_0", "layer_1"]
+    assert arch.outputs == ["layer_1"]
+
+
+def _functional_config(inbound="x", dtype=None):
+    input_config = {"name": "x", "batch_input_shape": [None, 3]}
+    if dtype is not None:
+        input_config["input_dtype"] = dtype
+    return {
+        "class_name": "Model",
+        "keras_version": "1.2.2",
+        "config": {
+            "layers": [
+                {"name": "x", "class_name": "InputLayer", "config": input_config,
+                 "inbound_nodes": []},
+                {"name": "d", "class_name": "Dense",
+                 "config": {"name": "d", "output_dim": 2},
+                 "inbound_nodes": [[[inbound, 0, 0]]]},
+            ],
+            "input_layers": [["x", 0, 0]],
+            "output_layers": [["d", 0, 0]],
+        },
+    }  # fmt: skip
+
+
+def test_one_input_that_no_layer_produces_is_named():
+    error = _refusal(_functional_config(inbound="ghost"))
+    assert error.field == "inbound_nodes"
+    assert "take inputs that no layer produces: ['ghost']" in str(error)
+
+
+@pytest.mark.parametrize(
+    "dtype, expected",
+    [("int", "int32"), ("float", "float32"), ("int64", "int64"), (None, "float32")],
+)
+def test_an_input_layer_s_dtype(dtype, expected):
+    """Keras 0.x and 1.x wrote ``input_dtype`` "int" and "float" (Theano's
+    floatX-like names): int32 and float32, as the old Input built them."""
+    ((_, shape, got),) = _parsed(_functional_config(dtype=dtype)).inputs
+    assert (shape, got) == ((3,), expected)
+
+
+def test_a_keras0_graph_with_two_layers_of_one_name_is_refused():
+    config = json.loads((GRAPH / "graph.json").read_text())
+    config["input_config"][0]["name"] = "a"  # also a node's name
+    for node in config["node_config"]:
+        if node["input"] == "x":
+            node["input"] = "a"
+    error = _refusal(config)
+    assert error.field == "name" and error.layer == "a"
+    assert "two layers are named 'a'" in str(error)
