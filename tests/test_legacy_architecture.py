@@ -834,3 +834,53 @@ def test_a_keras0_graph_with_two_layers_of_one_name_is_refused():
     error = _refusal(config)
     assert error.field == "name" and error.layer == "a"
     assert "two layers are named 'a'" in str(error)
+
+
+def test_a_tf_keras_sequential_lists_its_input_layer():
+    """tf.keras 2.x Sequential configs list an InputLayer first: it is the
+    model's input, not a layer to rebuild."""
+    path = REAL / "tf-keras-2.21-tensorflow" / "dense.json"
+    config = json.loads(path.read_text())
+    layers = config["config"]["layers"]
+    assert layers[0]["class_name"] == "InputLayer"
+    arch = _parsed(config)
+    assert [node.class_name for node in arch.nodes] == [
+        layer["class_name"] for layer in layers[1:]
+    ]
+    assert arch.nodes[0].inbound == ["input"]
+    ((_, shape, dtype),) = arch.inputs
+    assert shape == tuple(layers[0]["config"]["batch_input_shape"][1:])
+
+
+def test_a_nested_model_that_returns_its_input():
+    """A nested functional model whose output is its own input adds no
+    layer: what follows takes what came before it."""
+    identity = {
+        "class_name": "Model",
+        "config": {
+            "name": "identity",
+            "layers": [{"name": "inner_x", "class_name": "InputLayer",
+                        "config": {"batch_input_shape": [None, 2]},
+                        "inbound_nodes": []}],
+            "input_layers": [["inner_x", 0, 0]],
+            "output_layers": [["inner_x", 0, 0]],
+        },
+    }  # fmt: skip
+    config = {
+        "class_name": "Sequential",
+        "keras_version": "2.2.4",
+        "config": {
+            "layers": [
+                {"class_name": "Dense",
+                 "config": {"name": "first", "units": 2,
+                            "batch_input_shape": [None, 3]}},
+                identity,
+                {"class_name": "Dense", "config": {"name": "last", "units": 1}},
+            ]
+        },
+    }  # fmt: skip
+    arch = _parsed(config)
+    assert [(node.name, node.inbound) for node in arch.nodes] == [
+        ("first", ["input"]),
+        ("last", ["first"]),
+    ]
