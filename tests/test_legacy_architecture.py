@@ -884,3 +884,48 @@ def test_a_nested_model_that_returns_its_input():
         ("first", ["input"]),
         ("last", ["first"]),
     ]
+
+
+def test_a_layer_with_two_oversized_arguments_is_one_thing(tmp_path):
+    def edit(config):
+        settings = config["config"][0]["config"]
+        settings["nb_filter"] = 10**9
+        settings["nb_row"] = 10**9
+
+    path = _edited(tmp_path, DENSE / "conv2d_cl.json", edit)
+    with pytest.raises(legacy.LegacyFileError, match="justify") as caught:
+        _load(path, weights=DENSE / "conv2d_cl.weights.h5")
+    assert "cannot rebuild 1 thing(s)" in str(caught.value)
+    assert caught.value.field == "kernel_size"
+
+
+def test_several_problems_name_the_first_s_field(tmp_path):
+    def edit(config):
+        config["config"][0]["config"]["activation"] = "nonesuch"
+        config["config"][1]["class_name"] = "MaxoutDense"
+
+    path = _edited(tmp_path, DENSE / "dense.json", edit)
+    with pytest.raises(legacy.LegacyFileError, match="MaxoutDense") as caught:
+        _load(path, weights=DENSE / "dense.weights.h5")
+    assert (caught.value.layer, caught.value.field) == ("dense_1", "activation")
+    assert "cannot rebuild 2 thing(s)" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "directory, passed",
+    [(REAL / "keras-1.2.2-tensorflow", True), (REAL / "keras-2.2.4-tensorflow", False)],
+)
+def test_dim_ordering_reaches_load_weights_for_keras_0_and_1_only(directory, passed):
+    """Keras 2 files record their kernels in Keras 3's layout: the caller's
+    dim_ordering is not theirs to use."""
+    from keras_bn.legacy.models import rebuild
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rebuilt = rebuild(
+            directory / "dense.json",
+            weights=directory / "dense.weights.h5",
+            dim_ordering="tf",
+        )
+    (options,) = [line for line in rebuilt.assumptions if "load_weights" in line]
+    assert ("'dim_ordering': 'tf'" in options) is passed
