@@ -486,9 +486,10 @@ def test_a_dilated_separable_convolution_is_refused(tmp_path):
     keras.backend.backend() == "tensorflow",
     reason="TensorFlow's CPU has no channels-first ConvLSTM2D to compare with",
 )
-def test_a_channels_first_conv_lstm_without_sequences(tmp_path):
-    """Keras 2.2.4's Theano ConvLSTM2D (channels-first) with
-    return_sequences=False, rows and columns of different sizes: run
+@pytest.mark.parametrize("sequences", [False, True])
+def test_a_channels_first_conv_lstm_between_permutes(tmp_path, sequences):
+    """Keras 2.2.4's Theano ConvLSTM2D (channels-first), with and without
+    return_sequences, rows and columns of different sizes: run
     channels-last between Permutes, it computes what Keras 3's own
     channels-first layer computes with the same weights."""
     directory = ROOT / "keras-2.2.4-theano"
@@ -497,7 +498,7 @@ def test_a_channels_first_conv_lstm_without_sequences(tmp_path):
         layer for layer in config["config"]["layers"]
         if layer["class_name"] == "ConvLSTM2D"
     ]  # fmt: skip
-    layer["config"]["return_sequences"] = False
+    layer["config"]["return_sequences"] = sequences
     path = tmp_path / "last_step.json"
     path.write_text(json.dumps(config))
     weights = directory / "convlstm2d.weights.h5"
