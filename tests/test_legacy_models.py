@@ -1012,3 +1012,15 @@ def test_the_report_says_permutes_only_where_there_are(channels_first):
     layers = rebuilt.model.layers
     permutes = [layer for layer in layers if isinstance(layer, keras.layers.Permute)]
     assert bool(permutes) == (channels_first == "transpose")
+
+
+def test_weights_that_do_not_fit_are_refused_as_they_are():
+    """Weights of another model: refused with what does not fit, and no word
+    of substitutes where none were given."""
+    directory = rf.ROOT / "keras-1.0.8-theano"
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        legacy.load_model(
+            directory / "dense.json", weights=directory / "conv1d.weights.h5"
+        )
+    assert caught.value.path == str(directory / "conv1d.weights.h5")
+    assert "substitutes" not in str(caught.value)
