@@ -929,3 +929,174 @@ def test_dim_ordering_reaches_load_weights_for_keras_0_and_1_only(directory, pas
         )
     (options,) = [line for line in rebuilt.assumptions if "load_weights" in line]
     assert ("'dim_ordering': 'tf'" in options) is passed
+
+
+def _dense(name, **config):
+    return {"class_name": "Dense", "config": {"name": name, "output_dim": 2, **config}}
+
+
+def _layer(name, class_name, inbound, **config):
+    return {
+        "name": name,
+        "class_name": class_name,
+        "config": {"name": name, **config},
+        "inbound_nodes": [[[i, 0, 0] for i in inbound]] if inbound else [],
+    }
+
+
+def _model(layers, inputs, outputs, **body):
+    return {
+        "class_name": "Model",
+        "config": {
+            "layers": layers,
+            "input_layers": [[i, 0, 0] for i in inputs],
+            "output_layers": [[o, 0, 0] for o in outputs],
+            **body,
+        },
+    }
+
+
+# (config, (kind, generation), inputs, nodes as (name, class, inbound), outputs)
+ACCEPTED = {
+    "keras1-sequential-list": (
+        {"class_name": "Sequential",
+         "config": [_dense("a", input_dim=3), _dense("b")]},
+        ("sequential", 1), [("input", (3,), "float32")],
+        [("a", "Dense", ["input"]), ("b", "Dense", ["a"])], ["b"]),
+    "keras2-sequential-dict": (
+        {"class_name": "Sequential", "keras_version": "2.1.6",
+         "config": {"name": "s", "layers": [
+             _dense("a", batch_input_shape=[None, 4, 5]), _dense("b")]}},
+        ("sequential", 2), [("input", (4, 5), "float32")],
+        [("a", "Dense", ["input"]), ("b", "Dense", ["a"])], ["b"]),
+    "keras3-batch-shape": (
+        {"class_name": "Sequential", "keras_version": "3.3.3",
+         "config": {"layers": [_dense("a", batch_shape=[None, 7])]}},
+        ("sequential", 2), [("input", (7,), "float32")],
+        [("a", "Dense", ["input"])], ["a"]),
+    "input-shape": (
+        {"class_name": "Sequential",
+         "config": [_dense("a", input_shape=[2, None])]},
+        ("sequential", 1), [("input", (2, None), "float32")],
+        [("a", "Dense", ["input"])], ["a"]),
+    "conv1d-input-dim-and-length": (
+        {"class_name": "Sequential", "config": [
+            {"class_name": "Convolution1D",
+             "config": {"name": "c", "nb_filter": 2, "filter_length": 3,
+                        "input_dim": 4, "input_length": 9}}]},
+        ("sequential", 1), [("input", (9, 4), "float32")],
+        [("c", "Convolution1D", ["input"])], ["c"]),
+    "embedding-input-length": (
+        {"class_name": "Sequential", "config": [
+            {"class_name": "Embedding",
+             "config": {"name": "e", "input_dim": 50, "output_dim": 4,
+                        "input_length": 6}}, _dense("d")]},
+        ("sequential", 1), [("input", (6,), "int32")],
+        [("e", "Embedding", ["input"]), ("d", "Dense", ["e"])], ["d"]),
+    "keras2-names-without-version": (
+        {"class_name": "Sequential", "config": [
+            {"class_name": "Dense", "config": {"name": "a", "units": 2,
+                                                "input_shape": [3]}}]},
+        ("sequential", 2), [("input", (3,), "float32")],
+        [("a", "Dense", ["input"])], ["a"]),
+    "nested-sequentials": (
+        {"class_name": "Sequential", "keras_version": "1.2.2", "config": [
+            {"class_name": "Sequential", "config": [_dense("a", input_dim=3)]},
+            {"class_name": "Sequential", "config": {"layers": [_dense("b")]}},
+            _dense("c")]},
+        ("sequential", 1), [("input", (3,), "float32")],
+        [("a", "Dense", ["input"]), ("b", "Dense", ["a"]), ("c", "Dense", ["b"])],
+        ["c"]),
+    "nested-functional-first": (
+        {"class_name": "Sequential", "keras_version": "2.2.4", "config": {
+            "layers": [
+                {"class_name": "Model", "config": {
+                    "name": "inner",
+                    "layers": [
+                        _layer("inner_x", "InputLayer", [],
+                               batch_input_shape=[None, 3]),
+                        _layer("d", "Dense", ["inner_x"], units=2)],
+                    "input_layers": [["inner_x", 0, 0]],
+                    "output_layers": [["d", 0, 0]]}},
+                {"class_name": "Dense", "config": {"name": "out", "units": 1}}]}},
+        ("sequential", 2), [("input", (3,), "float32")],
+        [("d", "Dense", ["input"]), ("out", "Dense", ["d"])], ["out"]),
+    "merge-of-models": (
+        {"class_name": "Sequential", "keras_version": "1.2.2", "config": [
+            {"class_name": "Merge", "config": {
+                "name": "m", "mode": "concat", "concat_axis": -1, "layers": [
+                    {"class_name": "Sequential",
+                     "config": [_dense("a", input_dim=3)]},
+                    {"class_name": "Sequential",
+                     "config": [_dense("b", input_dim=5)]}]}},
+            _dense("out")]},
+        ("sequential", 1),
+        [("m_input_0", (3,), "float32"), ("m_input_1", (5,), "float32")],
+        [("a", "Dense", ["m_input_0"]), ("b", "Dense", ["m_input_1"]),
+         ("m", "Merge", ["a", "b"]), ("out", "Dense", ["m"])], ["out"]),
+    "functional-file-order-and-inputs": (
+        _model(
+            [_layer("late", "Merge", ["early", "y"], mode="sum"),
+             _layer("y", "InputLayer", [], batch_input_shape=[None, 2]),
+             _layer("x", "InputLayer", [], batch_input_shape=[None, 2],
+                    input_dtype="float"),
+             _layer("early", "Dense", ["x"], output_dim=2)],
+            inputs=["x", "y"], outputs=["late", "early"]),
+        ("functional", 1), [("x", (2,), "float32"), ("y", (2,), "float32")],
+        [("early", "Dense", ["x"]), ("late", "Merge", ["early", "y"])],
+        ["late", "early"]),
+    "keras0-sequential": (
+        {"name": "Sequential", "layers": [
+            {"name": "Dense", "output_dim": 2, "input_dim": 3},
+            {"name": "Activation", "activation": "relu"},
+            {"name": "Dense", "output_dim": 1, "custom_name": "last"}]},
+        ("sequential", 0), [("input", (3,), "float32")],
+        [("dense_0", "Dense", ["input"]), ("activation_1", "Activation", ["dense_0"]),
+         ("last_2", "Dense", ["activation_1"])], ["last_2"]),
+    "keras0-graph": (
+        {"name": "Graph",
+         "input_config": [{"name": "x", "input_shape": [3]},
+                          {"name": "i", "input_shape": [2], "dtype": "int"}],
+         "node_config": [{"name": "a", "input": "x"},
+                         {"name": "b", "inputs": ["a", "x"]},
+                         {"name": "c", "inputs": ["a", "b"], "merge_mode": "sum"}],
+         "output_config": [{"name": "out", "input": "c"}],
+         "nodes": {"a": {"name": "Dense", "output_dim": 3},
+                   "b": {"name": "Dense", "output_dim": 3},
+                   "c": {"name": "Activation", "activation": "linear"}}},
+        ("graph", 0), [("x", (3,), "float32"), ("i", (2,), "int32")],
+        [("a", "Dense", ["x"]), ("b_merge", "Merge", ["a", "x"]),
+         ("b", "Dense", ["b_merge"]), ("c_merge", "Merge", ["a", "b"]),
+         ("c", "Activation", ["c_merge"])], ["c"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(ACCEPTED))
+def test_what_an_architecture_says(case):
+    """Each form the old releases wrote, read into inputs, layers in an order
+    where inputs come first, and outputs."""
+    config, (kind, generation), inputs, nodes, outputs = ACCEPTED[case]
+    arch = _parsed(copy.deepcopy(config))
+    assert (arch.kind, arch.generation) == (kind, generation)
+    assert arch.inputs == inputs
+    assert [(n.name, n.class_name, n.inbound) for n in arch.nodes] == nodes
+    assert arch.outputs == outputs
+
+
+def test_a_keras0_graph_merge_s_defaults_and_settings():
+    config, *_ = ACCEPTED["keras0-graph"]
+    nodes = {node.name: node for node in _parsed(copy.deepcopy(config)).nodes}
+    assert nodes["b_merge"].config == {"mode": "concat", "concat_axis": -1}
+    assert nodes["c_merge"].config == {"mode": "sum", "concat_axis": -1}
+
+
+def test_a_merge_of_models_keeps_its_settings_but_its_models():
+    config, *_ = ACCEPTED["merge-of-models"]
+    (merge,) = [n for n in _parsed(copy.deepcopy(config)).nodes if n.name == "m"]
+    assert merge.config == {"name": "m", "mode": "concat", "concat_axis": -1}
+
+
+def test_the_depth_is_the_longest_chain():
+    config, *_ = ACCEPTED["keras0-graph"]
+    # x -> a -> b_merge -> b -> c_merge -> c
+    assert _parsed(copy.deepcopy(config)).depth == 5

@@ -305,8 +305,7 @@ def _sequential(path, layers, generation, read):
     else:
         nodes, previous = _chain(path, layers, generation, read, "input")
     if not inputs:
-        _, first_name, first = read(path, layers[0], 0)
-        shape = _input_shape(first, path, first_name)
+        shape = _first_declared_shape(path, layers, generation, read)
         if shape is None:
             raise _fail(
                 path,
@@ -320,6 +319,19 @@ def _sequential(path, layers, generation, read):
     return Architecture(
         path, "sequential", generation, None, None, inputs, nodes, [previous]
     )
+
+
+def _first_declared_shape(path, layers, generation, read):
+    """The sample shape a Sequential's first layer declares, or None; a
+    nested Sequential's first layer (Keras 1 and 2 let a Sequential start
+    with one) declares it, a nested functional model's one input too."""
+    while generation >= 1 and _nested_sequential(layers[0]) is not None:
+        layers, read = _nested_sequential(layers[0]), _pair
+    class_name, name, config = read(path, layers[0], 0)
+    if class_name in ("Model", "Functional") and generation >= 1:
+        inner = _functional(path, config, generation)
+        return inner.inputs[0][1] if len(inner.inputs) == 1 else None
+    return _input_shape(config, path, name)
 
 
 def _chain(path, layers, generation, read, previous):
