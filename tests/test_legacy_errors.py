@@ -128,6 +128,11 @@ def test_keras3_native_files_point_at_keras(tmp_path, rng, suffix, match):
         legacy.load_weights(model, path)
     assert_unchanged(model, before)
     assert main(["inspect", str(path)]) == 1
+    if suffix == ".keras":
+        # Told by its content, whatever its name.
+        renamed = path.rename(tmp_path / "model.h5")
+        with pytest.raises(legacy.LegacyFileError, match=match):
+            legacy.load_weights(model, renamed)
 
 
 # -- damaged attributes -----------------------------------------------------------
