@@ -1024,3 +1024,87 @@ def test_weights_that_do_not_fit_are_refused_as_they_are():
         )
     assert caught.value.path == str(directory / "conv1d.weights.h5")
     assert "substitutes" not in str(caught.value)
+
+
+def _rebuilt(path, **kwargs):
+    from keras_bn.legacy.models import rebuild
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return rebuild(rf.ROOT / path, **kwargs)
+
+
+_TRAINING_LINE = (
+    "initializers, regularizers, constraints and dropout rates only matter for "
+    "training: dropped or kept as is"
+)
+_PERMUTE_LINE = (
+    "channels-first convolutions/pooling run channels-last between Permute "
+    "layers (the data between layers stays channels-first)"
+)
+
+
+@pytest.mark.parametrize(
+    "path, kwargs, options, permuted",
+    [
+        # Keras 0.3.3 records neither its backend nor a version; its layers
+        # record 'th'; a weights file records no epsilon.
+        ("keras-0.3.3-theano/conv2d_cf.json",
+         dict(weights=rf.ROOT / "keras-0.3.3-theano/conv2d_cf.weights.h5",
+              backend="theano", channels_first="native"),
+         {"backend": "theano", "epsilon": {"batchnormalization_1": 1e-06},
+          "dim_ordering": "th"}, []),
+        # A whole Keras 2 file records everything.
+        ("keras-2.2.4-tensorflow/conv2d_cf.model.h5",
+         dict(channels_first="transpose"), {},
+         ["conv2d_1", "max_pooling2d_1"]),
+        # A Keras 1 weights file records no version: the JSON's, or the
+        # caller's.
+        ("keras-1.0.7-tensorflow/dense.json",
+         dict(weights=rf.ROOT / "keras-1.0.7-tensorflow/dense.weights.h5",
+              channels_first="transpose"),
+         {"keras_version": "1.0.7",
+          "epsilon": {"batchnormalization_2": 1e-06,
+                      "batchnormalization_3": 1e-06}}, []),
+    ],
+)  # fmt: skip
+def test_the_report_says_what_load_weights_was_told(path, kwargs, options, permuted):
+    rebuilt = _rebuilt(path, **kwargs)
+    expected = [f"load_weights options from the architecture: {options}"]
+    if permuted:
+        expected.append(_PERMUTE_LINE)
+    assert rebuilt.assumptions == [*expected, _TRAINING_LINE]
+    wrapped = [
+        line.split(":")[0]
+        for line in rebuilt.layers
+        if line.endswith(" between Permutes")
+    ]
+    assert wrapped == permuted
+
+
+def test_the_caller_s_version_comes_before_the_architecture_s():
+    rebuilt = _rebuilt(
+        "keras-1.0.7-tensorflow/dense.json",
+        weights=rf.ROOT / "keras-1.0.7-tensorflow/dense.weights.h5",
+        keras_version="1.0.8",
+    )
+    assert "'keras_version': '1.0.8'" in rebuilt.assumptions[0]
+
+
+def test_a_substitute_is_reported_by_its_name():
+    def double(x):
+        return x * 2.0
+
+    rebuilt = _rebuilt(
+        "keras-1.2.2-tensorflow/dense.json",
+        weights=rf.ROOT / "keras-1.2.2-tensorflow/dense.weights.h5",
+        substitutes={"activation_1": double},
+    )
+    assert "activation_1: Activation -> substitute double" in rebuilt.layers
+    layer = keras.layers.Rescaling(2.0, name="activation_1")
+    rebuilt = _rebuilt(
+        "keras-1.2.2-tensorflow/dense.json",
+        weights=rf.ROOT / "keras-1.2.2-tensorflow/dense.weights.h5",
+        substitutes={"activation_1": layer},
+    )
+    assert "activation_1: Activation -> substitute Rescaling" in rebuilt.layers
