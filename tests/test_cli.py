@@ -1265,3 +1265,80 @@ def test_inspect_s_table_lines_end_without_spaces(capsys):
         assert line == line.rstrip()
         if "(no weights)" not in line and line != table[0]:
             assert line.split()[-1] == "float32"
+
+
+_VARIANCE = "variance, (x - mean) / sqrt(variance + epsilon)"
+_KERAS1_SAMPLEWISE = (
+    "(x - mean) / (sqrt(var + epsilon) + epsilon), var = x.var(axis=-1) "
+    "(keras_bn: samplewise_epsilon_in_root=True)"
+)
+
+
+@pytest.mark.parametrize(
+    "path, header",
+    [
+        ("keras-1.2.2-theano/conv2d_cf.model.h5", [
+            "format:        Keras 1.x (layer_names), whole model",
+            "Keras version: 1.2.2",
+            "backend:       theano",
+            f"BatchNormalization fourth array: {_VARIANCE}",
+            "  batchnormalization_8: epsilon 0.001 from its config, mode 0",
+            "convolution kernels:",
+            "  convolution2d_1 convolution2d_1_W: channels-first (dim_ordering "
+            "'th'), transposed to Keras 3's layout; flipped in its spatial axes "
+            "(Theano computed a true convolution)",
+        ]),
+        ("keras-0.3.3-theano/conv1d.weights.h5", [
+            "format:        Keras 0.x Sequential (nb_layers)",
+            "Keras version: not recorded",
+            "backend:       not recorded",
+            "BatchNormalization fourth array: standard deviation, (x - mean) / "
+            "(running_std + epsilon)",
+            "BatchNormalization epsilon: the release's default 1e-06 (the file "
+            "records no epsilon)",
+            "mode 1 (samplewise), where a layer used it: (x - mean) / (std + "
+            "epsilon), std = x.std(axis=-1)",
+            "convolution kernels:",
+            "  layer_0 param_0: layout not recorded: channels-first or -last as "
+            "the model's shapes tell (else pass --dim-ordering); backend not "
+            "recorded: flipped only with --backend theano",
+        ]),
+        ("keras-2.2.4-tensorflow/dense_eps.model.h5", [
+            "format:        Keras 2.x or later (layer_names), whole model",
+            "Keras version: 2.2.4",
+            "backend:       tensorflow",
+            f"BatchNormalization fourth array: {_VARIANCE}",
+            "  batch_normalization_4: epsilon 0.01 from its config, mode 0",
+            "  batch_normalization_5: epsilon 0.01 from its config, mode 0",
+            "convolution kernels: none",
+        ]),
+        ("keras-1.0.7-theano/dense_mode1.model.h5", [
+            "format:        Keras 1.x (layer_names), whole model",
+            "Keras version: 1.0.7",
+            "backend:       theano",
+            "BatchNormalization fourth array: variance, (x - mean) / "
+            "(sqrt(variance) + epsilon)",
+            "  batchnormalization_6: epsilon 0.1 from its config, mode 1",
+            f"mode 1 (samplewise): {_KERAS1_SAMPLEWISE}",
+            "convolution kernels: none",
+        ]),
+        ("keras-2.2.4-tensorflow/conv2d_cl.weights.h5", [
+            "format:        Keras 2.x or later (layer_names)",
+            "Keras version: 2.2.4",
+            "backend:       tensorflow",
+            f"BatchNormalization fourth array: {_VARIANCE}",
+            "BatchNormalization epsilon: the release's default 0.001 (the file "
+            "records no epsilon)",
+            "convolution kernels:",
+            "  conv2d_2 conv2d_2/kernel:0: Keras 3's layout, kept; not flipped "
+            "(tensorflow computed a cross-correlation, as Keras 3)",
+        ]),
+    ],
+)  # fmt: skip
+def test_inspect_s_whole_header(capsys, path, header):
+    """Everything above the table, line for line: each release's meaning of
+    its arrays as docs/legacy.md states it."""
+    path = REAL / path
+    assert main(["inspect", str(path)]) == 0
+    lines = capsys.readouterr().out.split("\n\n", 1)[0].splitlines()
+    assert lines == [f"file:          {path}", *header]
