@@ -11,6 +11,7 @@ file's release, backend and what its BatchNormalization computed.
 
 import warnings
 
+import keras
 import numpy as np
 import pytest
 import real_fixtures as rf
@@ -475,3 +476,36 @@ def test_a_batch_normalization_with_a_repeated_role_is_refused(tmp_path):
     assert raised.value.layer == "batch_normalization_2"
     for got, want in zip(model.get_weights(), before):
         np.testing.assert_array_equal(got, want)
+
+
+def test_the_assumed_epsilon_is_said_once_for_every_layer():
+    """Keras 2.2.4's weights file records no epsilon: both of the dense
+    model's BatchNormalizations are named, the one default said once."""
+    (fixture,) = [f for f in FIXTURES if f.id == "keras-2.2.4-tensorflow/dense"]
+    model = rf.build_model(fixture, batch_normalization="keras_bn")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        legacy.load_weights(model, fixture.path("weights"))
+    (message,) = [
+        str(w.message)
+        for w in caught
+        if "does not record the epsilon" in str(w.message)
+    ]
+    names = [
+        group["group"]
+        for group in fixture.entry["stored"]["groups"]
+        if group["group"].startswith("batch_normalization")
+    ]
+    assert len(names) == 2
+    assert f"layers {names}; assumed the release's default 0.001. If" in message
+
+
+def test_a_keras3_legacy_h5_file_is_of_the_keras2_layout(tmp_path):
+    """Keras 3's model.save('*.h5') writes the layer_names layout with its
+    own version: read as Keras 2.x or later."""
+    inputs = keras.Input((3,))
+    path = tmp_path / "keras3.h5"
+    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(path)
+    weights = legacy.read_weights(path)
+    assert weights.keras_version.startswith("3.")
+    assert weights.format == "keras2"
