@@ -741,7 +741,8 @@ def test_convert_refuses_old_file_options_for_a_keras_file(tmp_path, capsys, rng
     source = tmp_path / "in.keras"
     keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(source)
     for option in (["--weights", str(source)], ["--channels-first", "native"],
-                   ["--backend", "theano"]):  # fmt: skip
+                   ["--backend", "theano"], ["--keras-version", "1.0.8"],
+                   ["--dim-ordering", "th"]):  # fmt: skip
         new = tmp_path / "new.keras"
         assert main(["convert", str(source), str(new), *option]) == 1
         err = capsys.readouterr().err

@@ -1100,3 +1100,11 @@ def test_the_depth_is_the_longest_chain():
     config, *_ = ACCEPTED["keras0-graph"]
     # x -> a -> b_merge -> b -> c_merge -> c
     assert _parsed(copy.deepcopy(config)).depth == 5
+
+
+def test_a_functional_model_without_outputs_is_refused():
+    config = _functional_config()
+    config["config"]["output_layers"] = []
+    error = _refusal(config)
+    assert error.field == "output_layers"
+    assert "output_layers: [] name no layer of the model" in str(error)

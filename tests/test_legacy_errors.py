@@ -267,7 +267,8 @@ def test_values_beyond_float32_are_refused(tmp_path, rng, where):
     example("keras0_sequential").write(path, arrays)
     name = "layer_0" if where == "W" else "layer_2"
     field = "param_0" if where == "W" else "param_3"
-    refuses(path, f"'{field}' must be finite.*float32", layer=name, field=field)
+    error = refuses(path, f"'{field}' must be finite", layer=name, field=field)
+    assert "got 1 non-finite values in float32" in str(error)
 
 
 @pytest.mark.parametrize(
@@ -389,3 +390,18 @@ def test_messages_are_plain_text():
         path="m.json",
     )
     assert str(error) == "m.json: layer 'a': Dense got bad input"
+
+
+def test_a_config_epsilon_of_zero_is_the_layer_s_own(keras2_model_file):
+    from keras_bn.legacy import releases
+
+    config = sequential_config([batch_norm_config("batch_normalization_1", 0)])
+    rewrite(
+        keras2_model_file,
+        lambda f: f.attrs.__setitem__("model_config", json.dumps(config).encode()),
+    )
+    weights = legacy.read_weights(keras2_model_file)
+    source = releases.batch_norm_source(
+        weights, "batch_normalization_1", ("auto", None, None)
+    )
+    assert (source.epsilon, source.epsilon_origin) == (0.0, "config")

@@ -243,3 +243,17 @@ def test_a_cntk_file_correlates_as_tensorflow_does(tmp_path):
     got = model.predict(arrays["x"], verbose=0)
     scale = float(np.max(np.abs(arrays["y"])))
     assert np.max(np.abs(got - arrays["y"])) <= 1e-4 * scale
+
+
+@pytest.mark.parametrize(
+    "backend, told", [(None, "does not tell backend (None)"),
+                      ("mxnet", "names an unknown backend ('mxnet')")],
+)  # fmt: skip
+def test_a_kernel_s_flip_needs_a_known_backend(backend, told):
+    from keras_bn.legacy.kernels import KernelFacts, flips
+
+    facts = KernelFacts("w.h5", 2, backend, None, {})
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        flips(facts, "conv")
+    assert f"the file {told}" in str(caught.value)
+    assert (caught.value.layer, caught.value.field) == ("conv", "backend")
