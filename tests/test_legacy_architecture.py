@@ -1108,3 +1108,40 @@ def test_a_functional_model_without_outputs_is_refused():
     error = _refusal(config)
     assert error.field == "output_layers"
     assert "output_layers: [] name no layer of the model" in str(error)
+
+
+def test_a_wrapped_layer_s_sizes_are_checked_under_its_own_names(tmp_path):
+    """A Dense inside a TimeDistributed with 10**6 units: more than the
+    weights file's numbers justify, though under the bound of other whole
+    numbers; refused under the wrapped layer's own argument."""
+    zoo = REAL.parent / "real_zoo" / "keras-2.2.4-tensorflow"
+
+    def edit(config):
+        for layer in config["config"]["layers"]:
+            if layer["class_name"] == "TimeDistributed":
+                layer["config"]["layer"]["config"]["units"] = 10**6
+
+    path = _edited(tmp_path, zoo / "time_distributed.json", edit)
+    with pytest.raises(legacy.LegacyFileError, match="justify") as caught:
+        _load(path, weights=zoo / "time_distributed.weights.h5")
+    assert caught.value.field == "units"
+
+
+def test_a_whole_model_file_without_its_config_is_refused(tmp_path):
+    path = tmp_path / "no_config.h5"
+    shutil.copy(REAL / "keras-2.2.4-tensorflow" / "dense.model.h5", path)
+    with h5py.File(path, "r+") as file:
+        del file.attrs["model_config"]
+    with pytest.raises(legacy.LegacyFileError, match="holds no architecture") as caught:
+        _load(path)
+    assert caught.value.field == "model_config"
+
+
+def test_a_missing_array_is_named_as_the_field(tmp_path):
+    path = tmp_path / "missing.h5"
+    shutil.copy(REAL / "keras-2.2.4-tensorflow" / "dense.weights.h5", path)
+    with h5py.File(path, "r+") as file:
+        del file["dense_1"]["dense_1/bias:0"]
+    with pytest.raises(legacy.LegacyFileError, match="is missing from") as caught:
+        legacy.read_weights(path)
+    assert (caught.value.layer, caught.value.field) == ("dense_1", "dense_1/bias:0")
