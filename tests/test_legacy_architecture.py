@@ -1145,3 +1145,305 @@ def test_a_missing_array_is_named_as_the_field(tmp_path):
     with pytest.raises(legacy.LegacyFileError, match="is missing from") as caught:
         legacy.read_weights(path)
     assert (caught.value.layer, caught.value.field) == ("dense_1", "dense_1/bias:0")
+
+
+def _k1(*layers, **top):
+    return {"class_name": "Sequential", "keras_version": "1.2.2", **top,
+            "config": list(layers)}  # fmt: skip
+
+
+def _with_body(**changes):
+    config = _functional_config()
+    config["config"].update(changes)
+    return config
+
+
+def _with_inbound(inbound_nodes):
+    config = _functional_config()
+    config["config"]["layers"][1]["inbound_nodes"] = inbound_nodes
+    return config
+
+
+def _nested(inputs, outputs):
+    """A Sequential whose second layer is a functional model named "inner"
+    with ``inputs`` inputs and ``outputs`` outputs."""
+    layers = [
+        _layer(f"i{k}", "InputLayer", [], batch_input_shape=[None, 3])
+        for k in range(inputs)
+    ]
+    layers += [_layer(f"o{k}", "Dense", ["i0"], output_dim=2) for k in range(outputs)]
+    inner = _model(
+        layers,
+        [f"i{k}" for k in range(inputs)],
+        [f"o{k}" for k in range(outputs)],
+        name="inner",
+    )
+    return _k1(_dense("a", input_dim=3), inner)  # fmt: skip
+
+
+def _graph_config(**changes):
+    config = copy.deepcopy(ACCEPTED["keras0-graph"][0])
+    config.update(changes)
+    return config
+
+
+def _graph_node(index, **entry):
+    config = _graph_config()
+    config["node_config"][index] = entry
+    return config
+
+
+_MERGE_BRANCH = {"class_name": "Sequential", "config": [_dense("z", input_dim=3)]}
+_SORTED_DTYPES = (
+    "['bfloat16', 'bool', 'float16', 'float32', 'float64', 'int16', 'int32', "
+    "'int64', 'int8', 'uint16', 'uint32', 'uint64', 'uint8']"
+)
+
+# (config, the message after "model.json: ", field, layer)
+REFUSED = {
+    "not-a-mapping": (
+        [], "expected a model config (a mapping), got list.", None, None),
+    "version-letters": (
+        _k1(_dense("a", input_dim=3), keras_version="1x.2"),
+        "keras_version: expected a version such as '1.2.2', got '1x.2'.",
+        "keras_version", None),
+    "version-number": (
+        _k1(_dense("a", input_dim=3), keras_version=2),
+        "keras_version: expected a version such as '1.2.2', got 2.",
+        "keras_version", None),
+    "backend-number": (
+        _k1(_dense("a", input_dim=3), backend=3),
+        "backend: expected text, got 3.", "backend", None),
+    "model-class": (
+        {"class_name": "Graph", "config": {}},
+        "model class 'Graph': expected Sequential, Model or Functional.",
+        "class_name", None),
+    "same-name": (
+        _k1(_dense("a", input_dim=3), _dense("a")),
+        "two layers are named 'a': layer names must be unique.", "name", "a"),
+    "layer-not-a-pair": (
+        _k1(_dense("a", input_dim=3), 7),
+        "layer 1: expected {'class_name', 'config'}, got 7.", None, None),
+    "layer-config-a-list": (
+        _k1(_dense("a", input_dim=3), {"class_name": "Dense", "config": [1]}),
+        "layer 1: expected {'class_name', 'config'}, got "
+        "{'class_name': 'Dense', 'config': [1]}.", None, None),
+    "class-name-number": (
+        _k1(_dense("a", input_dim=3), {"class_name": 5, "config": {"name": "b"}}),
+        "layer 1: its class_name and name must be text, got 5 and 'b'.",
+        "name", None),
+    "name-number": (
+        _k1(_dense("a", input_dim=3), _dense(7)),
+        "layer 1: its class_name and name must be text, got 'Dense' and 7.",
+        "name", None),
+    "keras0-layer-not-a-dict": (
+        {"name": "Sequential",
+         "layers": [{"name": "Dense", "output_dim": 2, "input_dim": 3}, 7]},
+        "layer 1: expected a Keras 0.x layer dict with its class in 'name', "
+        "got 7.", None, None),
+    "shape-zero": (
+        _k1(_dense("a", batch_input_shape=[None, 0])),
+        "batch_input_shape: expected a list of positive integers (or null), "
+        "got [None, 0].", "batch_input_shape", "a"),
+    "shape-past-the-largest": (
+        _k1(_dense("a", batch_input_shape=[None, 2**31])),
+        "batch_input_shape: expected a list of positive integers (or null), "
+        "got [None, 2147483648].", "batch_input_shape", "a"),
+    "shape-bool": (
+        _k1(_dense("a", batch_input_shape=[None, True])),
+        "batch_input_shape: expected a list of positive integers (or null), "
+        "got [None, True].", "batch_input_shape", "a"),
+    "shape-a-number": (
+        _k1(_dense("a", batch_input_shape=6)),
+        "batch_input_shape: expected a list of positive integers (or null), "
+        "got 6.", "batch_input_shape", "a"),
+    "batch-shape-negative": (
+        _k1(_dense("a", batch_shape=[None, -1])),
+        "batch_shape: expected a list of positive integers (or null), "
+        "got [None, -1].", "batch_shape", "a"),
+    "input-shape-float": (
+        _k1(_dense("a", input_shape=[2.0])),
+        "input_shape: expected a list of positive integers (or null), "
+        "got [2.0].", "input_shape", "a"),
+    "input-dim-bool": (
+        _k1(_dense("a", input_dim=True)),
+        "input_dim: expected a list of positive integers (or null), "
+        "got True.", "input_dim", "a"),
+    "input-dtype": (
+        _functional_config(dtype="x"),
+        f"input_dtype: expected one of {_SORTED_DTYPES}, got 'x'.",
+        "input_dtype", "x"),
+    "sequential-empty": (
+        _k1(), "a Sequential model without layers.", "layers", None),
+    "sequential-layers-missing": (
+        {"class_name": "Sequential", "keras_version": "2.2.4",
+         "config": {"name": "s"}},
+        "a Sequential model without layers.", "layers", None),
+    "keras0-sequential-empty": (
+        {"name": "Sequential", "layers": []},
+        "a Sequential model without layers.", "layers", None),
+    "no-input-shape": (
+        _k1(_dense("a"), _dense("b")),
+        "the first layer declares no input shape (input_shape, "
+        "batch_input_shape or input_dim).", "input_shape", "a"),
+    "no-input-shape-no-layer": (
+        _k1({"class_name": "InputLayer", "config": {"name": "in"}}),
+        "the first layer declares no input shape (input_shape, "
+        "batch_input_shape or input_dim).", "input_shape", None),
+    "merge-of-models-second": (
+        _k1(_dense("a", input_dim=3),
+            {"class_name": "Merge",
+             "config": {"name": "m", "layers": [_MERGE_BRANCH, _MERGE_BRANCH]}}),
+        "Layer 'm': a Merge of models is read as the first layer of a "
+        "Sequential only.", "layers", "m"),
+    "merge-branch-not-sequential": (
+        _k1({"class_name": "Merge",
+             "config": {"name": "m", "layers": [_MERGE_BRANCH, 7]}}),
+        "Layer 'm': branch 1 of a Merge of models is 7 (expected a "
+        "Sequential).", "layers", "m"),
+    "nested-two-inputs": (
+        _nested(2, 1),
+        "Layer 'inner': a nested model with 2 inputs and 1 outputs (one of "
+        "each is rebuilt).", "config", "inner"),
+    "nested-two-outputs": (
+        _nested(1, 2),
+        "Layer 'inner': a nested model with 1 inputs and 2 outputs (one of "
+        "each is rebuilt).", "config", "inner"),
+    "inbound-empty": (
+        _with_inbound([]),
+        "Layer 'd': no inbound node; every layer but an InputLayer takes an "
+        "input.", "inbound_nodes", "d"),
+    "inbound-number": (
+        _with_inbound(7),
+        "Layer 'd': inbound_nodes 7 (expected [[[layer, 0, 0], ...]]).",
+        "inbound_nodes", "d"),
+    "inbound-flat": (
+        _with_inbound(["x"]),
+        "Layer 'd': inbound_nodes ['x'] (expected [[[layer, 0, 0], ...]]).",
+        "inbound_nodes", "d"),
+    "inbound-shared": (
+        _with_inbound([[["x", 0, 0]], [["x", 0, 0]]]),
+        "Layer 'd': called 2 times (a shared layer); only layers called once "
+        "are rebuilt.", "inbound_nodes", "d"),
+    "inbound-second-node": (
+        _with_inbound([[["x", 1, 0]]]),
+        "Layer 'd': inbound ['x', 1, 0] (expected [layer, 0, 0]: one node, "
+        "one tensor).", "inbound_nodes", "d"),
+    "inbound-second-tensor": (
+        _with_inbound([[["x", 0, 1]]]),
+        "Layer 'd': inbound ['x', 0, 1] (expected [layer, 0, 0]: one node, "
+        "one tensor).", "inbound_nodes", "d"),
+    "inbound-short": (
+        _with_inbound([[["x", 0]]]),
+        "Layer 'd': inbound ['x', 0] (expected [layer, 0, 0]: one node, "
+        "one tensor).", "inbound_nodes", "d"),
+    "inbound-name-number": (
+        _with_inbound([[[5, 0, 0]]]),
+        "Layer 'd': inbound [5, 0, 0] (expected [layer, 0, 0]: one node, "
+        "one tensor).", "inbound_nodes", "d"),
+    "functional-without-layers-key": (
+        {"class_name": "Model", "config": {"name": "m"}},
+        "a functional model config without 'layers'.", "layers", None),
+    "functional-empty": (
+        _with_body(layers=[]),
+        "a functional model without layers.", "layers", None),
+    "outputs-a-number": (
+        _with_body(output_layers=5),
+        "output_layers: expected a list of [layer name, 0, 0], got 5.",
+        "output_layers", None),
+    "inputs-name-number": (
+        _with_body(input_layers=[[5, 0, 0]]),
+        "input_layers: expected a list of [layer name, 0, 0], got [[5, 0, 0]].",
+        "input_layers", None),
+    "outputs-unknown": (
+        _with_body(output_layers=[["d", 0, 0], ["nope", 0, 0]]),
+        "output_layers: ['nope'] name no layer of the model.",
+        "output_layers", None),
+    "inputs-unknown": (
+        _with_body(input_layers=[["ghost", 0, 0]]),
+        "input_layers: ['ghost'] name no layer of the model.",
+        "input_layers", None),
+    "cycle": (
+        _functional_config(inbound="d"),
+        "layers ['d'] take their own outputs (a cycle).", "inbound_nodes", None),
+    "keras0-model-name": (
+        {"name": "Tree"},
+        "a Keras 0.x model named 'Tree': expected Sequential or Graph.",
+        "name", None),
+    "keras0-model-unnamed": (
+        {"layers": []},
+        "a Keras 0.x model named None: expected Sequential or Graph.",
+        "name", None),
+    "graph-without-nodes": (
+        {"name": "Graph", "node_config": []},
+        "a Keras 0.x Graph without 'nodes' and 'node_config'.",
+        "node_config", None),
+    "graph-without-node-config": (
+        {"name": "Graph", "nodes": {}},
+        "a Keras 0.x Graph without 'nodes' and 'node_config'.",
+        "node_config", None),
+    "graph-input-config-number": (
+        _graph_config(input_config=5),
+        "input_config: expected a list of entries with a text 'name', got 5.",
+        "input_config", None),
+    "graph-node-config-entry": (
+        _graph_config(node_config=[3]),
+        "node_config: expected a list of entries with a text 'name', got [3].",
+        "node_config", None),
+    "graph-output-unnamed": (
+        _graph_config(output_config=[{"input": "c"}]),
+        "output_config: expected a list of entries with a text 'name', got "
+        "[{'input': 'c'}].", "output_config", None),
+    "graph-inputs-number": (
+        _graph_node(0, name="a", inputs=2.5),
+        "Graph node 'a': inputs 2.5 (expected a list of names).", "inputs", "a"),
+    "graph-inputs-not-names": (
+        _graph_node(0, name="a", inputs=["x", 1]),
+        "Graph node 'a': inputs ['x', 1] (expected a list of names).",
+        "inputs", "a"),
+    "graph-node-without-input": (
+        _graph_node(0, name="a"),
+        "Graph node 'a' has no input.", "input", "a"),
+    "graph-output-without-input": (
+        _graph_config(output_config=[{"name": "out", "input": 3}]),
+        "Graph output 'out' has no input.", "input", "out"),
+    "graph-node-without-layer": (
+        _graph_config(nodes={"a": {"name": "Dense", "output_dim": 3}}),
+        "Graph node 'b' has no layer in 'nodes'.", "nodes", "b"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_what_an_architecture_is_refused_for(case):
+    """Each refusal names the file, the field and the layer, and says what
+    was found against what was expected."""
+    config, message, field, layer = REFUSED[case]
+    error = _refusal(copy.deepcopy(config))
+    assert type(error) is legacy.LegacyFileError
+    assert str(error) == f"model.json: {message}"
+    assert (error.path, error.field, error.layer) == ("model.json", field, layer)
+
+
+@pytest.mark.parametrize(
+    "shape, expected",
+    [([None, 1], (1,)), ([None, 2**31 - 1], (2**31 - 1,)), ([None, None], (None,))],
+)
+def test_an_input_dimension_up_to_the_largest_is_read(shape, expected):
+    """Dimensions from 1 to 2**31 - 1, or null, are read (one more is
+    refused: ``shape-past-the-largest``)."""
+    arch = _parsed(_k1(_dense("a", batch_input_shape=shape)))
+    assert arch.inputs == [("input", expected, "float32")]
+
+
+def test_an_inbound_item_with_call_arguments_is_read():
+    """Keras 2 wrote ``[layer, 0, 0, {kwargs}]``: the fourth item is not a
+    second node or tensor."""
+    arch = _parsed(_with_inbound([[["x", 0, 0, {}]]]))
+    assert [(n.name, n.inbound) for n in arch.nodes] == [("d", ["x"])]
+
+
+def test_a_functional_model_that_lists_no_inputs_keeps_the_files_order():
+    """``input_layers`` may be empty (only ``output_layers`` must name a
+    layer): the InputLayers are the inputs, in the file's order."""
+    arch = _parsed(_with_body(input_layers=[]))
+    assert arch.inputs == [("x", (3,), "float32")] and arch.outputs == ["d"]
