@@ -257,3 +257,98 @@ def test_a_kernel_s_flip_needs_a_known_backend(backend, told):
         flips(facts, "conv")
     assert f"the file {told}" in str(caught.value)
     assert (caught.value.layer, caught.value.field) == ("conv", "backend")
+
+
+def test_a_contradicting_backend_names_both():
+    from keras_bn.legacy.kernels import KernelFacts
+    from keras_bn.legacy.reading import LegacyWeights
+
+    weights = LegacyWeights("w.h5", "keras1", None, "theano", False, None, ())
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        KernelFacts.of(weights, "tensorflow", None)
+    assert str(caught.value) == (
+        "w.h5: backend: the file was written with 'theano', the argument says "
+        "'tensorflow'."
+    )
+    assert (caught.value.layer, caught.value.field) == (None, "backend")
+    assert KernelFacts.of(weights, "theano", None).backend == "theano"
+    assert KernelFacts.of(weights, None, None).backend == "theano"
+
+
+def conv_file(tmp_path, rng, backend, size, filters=3, channels=2):
+    """A Keras 1.x file of one channels-first Convolution2D."""
+    path = tmp_path / "conv.h5"
+    kernel = rng.normal(size=(filters, channels, *size))
+    write_keras1(
+        path,
+        [keras1_layer("c", {"W": kernel, "b": np.zeros(filters)}, backend=backend)],
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "size, padding, strides",
+    [((2, 2), "same", (1, 1)), ((3, 2), "same", (1, 1)), ((3, 3), "same", (2, 1))],
+)
+def test_an_even_or_strided_same_convolution_on_theano_is_refused(
+    tmp_path, rng, size, padding, strides
+):
+    """Theano's 'same' padded half the kernel before and cropped the end:
+    shifted from Keras 3's for an even size or strides."""
+    path = conv_file(tmp_path, rng, "theano", size)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(3, size, strides, padding=padding, name="c"),
+        ]
+    )
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        legacy.load_weights(model, path)
+    assert (
+        f"{path}: Layer 'c': a 'same' convolution on Theano with the kernel size "
+        f"{size} and strides {strides} "
+    ) in str(caught.value)
+    assert (caught.value.layer, caught.value.field) == ("c", "padding")
+
+
+@pytest.mark.parametrize(
+    "backend, size, padding, strides",
+    [("theano", (2, 2), "valid", (1, 1)), ("theano", (3, 3), "same", (1, 1)),
+     ("theano", (2, 2), "valid", (2, 2)), ("tensorflow", (2, 2), "same", (2, 2))],
+)  # fmt: skip
+def test_other_convolutions_load(tmp_path, rng, backend, size, padding, strides):
+    path = conv_file(tmp_path, rng, backend, size)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(3, size, strides, padding=padding, name="c"),
+        ]
+    )
+    legacy.load_weights(model, path)
+
+
+def test_a_shape_that_fits_both_layouts_names_the_shape(tmp_path, rng):
+    path = tmp_path / "square.h5"
+    write_keras1(
+        path,
+        [keras1_layer("c", {"W": rng.normal(size=(3, 3, 3, 3)), "b": np.zeros(3)})],
+    )
+    model = keras.Sequential([keras.Input((5, 5, 3)), keras.layers.Conv2D(3, 3)])
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        legacy.load_weights(model, path)
+    assert str(caught.value).startswith(
+        f"{path}: Layer 'c': the kernel's shape (3, 3, 3, 3) fits both the "
+        "channels-first ('th') and channels-last ('tf') layouts"
+    )
+    assert caught.value.layer == "c"
+
+
+def test_a_flip_needs_a_known_backend_on_the_file_s_path():
+    from keras_bn.legacy.kernels import KernelFacts, flips
+
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        flips(KernelFacts("w.h5", 2, None, None, {}), "conv")
+    assert str(caught.value).startswith("w.h5: Layer 'conv': the file does not tell")
+    assert caught.value.path == "w.h5"
+    assert flips(KernelFacts("w.h5", 2, "theano", None, {}), "conv") is True
+    assert flips(KernelFacts("w.h5", 2, "tensorflow", None, {}), "conv") is False

@@ -125,3 +125,75 @@ def test_a_numpy_bool_scalar_is_a_python_bool():
     """NumPy's bool scalars (dtype b1) are numbers to Keras' configs too."""
     assert load_yaml(scalar("b1", "|", b"\x01"))["value"] is True
     assert load_yaml(scalar("b1", "|", b"\x00"))["value"] is False
+
+
+@pytest.mark.parametrize(
+    "code, kind", [("c16", "c"), ("S8", "S"), ("U2", "U"), ("O", "O"), ("M8", "M")]
+)
+def test_a_non_numeric_dtype_is_named_by_its_kind(code, kind):
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        load_yaml(scalar(code, "|", b"\x00" * 8), "m.yaml")
+    assert str(caught.value) == (
+        f"m.yaml: the YAML holds a numpy.dtype of kind {kind!r}; only "
+        "!!python/tuple and Keras 1.2's numeric NumPy scalars are read (nothing "
+        "that would run code)."
+    )
+    assert (caught.value.path, caught.value.layer, caught.value.field) == (
+        "m.yaml",
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    "tag, suffix",
+    [("!!python/object/apply:os.system [echo hi]", "object/apply:os.system"),
+     ("!!python/name:os.system ''", "name:os.system"),
+     ("!!python/module:os ''", "module:os")],
+)  # fmt: skip
+def test_another_python_tag_is_quoted(tag, suffix):
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        load_yaml(f"value: {tag}\n")
+    assert str(caught.value).startswith(f"the YAML holds the tag !!python/{suffix};")
+
+
+@pytest.mark.parametrize("size", [0, 3, 5, 8])
+def test_a_numpy_scalar_without_its_byte_count_gives_both(size):
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        load_yaml(scalar("f4", "<", b"\x01" * size))
+    assert "a numpy scalar of float32 without 4 bytes" in str(caught.value)
+    exact = np.array(1.5, dtype="<f4").tobytes()
+    assert load_yaml(scalar("f4", "<", exact))["value"] == 1.5
+
+
+def aliases(depth):
+    """Each level a list of the previous one four times: 4**depth leaves."""
+    lines = ["a0: &a0 [x, x, x, x]"]
+    for n in range(1, depth + 1):
+        lines.append(f"a{n}: &a{n} [*a{n - 1}, *a{n - 1}, *a{n - 1}, *a{n - 1}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_aliases_past_eight_nodes_a_character_are_refused_with_the_bound():
+    text = aliases(6)
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        load_yaml(text, "m.yaml")
+    bound = 8 * len(text)
+    assert str(caught.value) == (
+        f"m.yaml: the YAML's aliases expand to more than {bound} nodes (a document "
+        f"of {len(text)} characters): refused."
+    )
+
+
+def test_aliases_within_the_bound_are_read():
+    """Two levels: 1 + 4 * (1 + 4 * 5) nodes under the last key, far below
+    eight a character."""
+    loaded = load_yaml(aliases(2))
+    assert loaded["a2"] == [[["x"] * 4] * 4] * 4
+
+
+def test_text_that_is_not_yaml_is_named_with_the_path():
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        load_yaml("value: [unclosed\n", "m.yaml")
+    assert str(caught.value).startswith("m.yaml: not valid YAML: ")
+    assert "\n" not in str(caught.value)
