@@ -1108,3 +1108,175 @@ def test_a_substitute_is_reported_by_its_name():
         substitutes={"activation_1": layer},
     )
     assert "activation_1: Activation -> substitute Rescaling" in rebuilt.layers
+
+
+_K122 = rf.ROOT / "keras-1.2.2-tensorflow"
+
+
+def _refused_rebuild(path, **kwargs):
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        _rebuilt(path, **kwargs)
+    assert type(caught.value) is legacy.LegacyFileError
+    return caught.value
+
+
+def test_an_architecture_without_weights_is_refused_by_field():
+    path = _K122 / "dense.json"
+    error = _refused_rebuild(path)
+    assert str(error) == (
+        f"{path}: an architecture file holds no weights: pass weights= (the "
+        "save_weights() HDF5 file)."
+    )
+    assert (error.path, error.field, error.layer) == (str(path), "weights", None)
+
+
+def test_a_weights_file_alone_is_refused_by_field():
+    path = _K122 / "dense.weights.h5"
+    error = _refused_rebuild(path)
+    assert str(error) == (
+        f"{path}: a weights file holds no architecture: pass the model's "
+        "to_json()/to_yaml() file, with this file as weights=."
+    )
+    assert (error.path, error.field, error.layer) == (str(path), "model_config", None)
+
+
+def test_a_json_string_that_is_not_a_model_and_one_that_is(tmp_path):
+    path = tmp_path / "double.json"
+    path.write_text(json.dumps("[1, "))
+    error = _refused_rebuild(path, weights=_K122 / "dense.weights.h5")
+    assert str(error) == f"{path}: a JSON string that is not a model's JSON."
+    path.write_text(json.dumps((_K122 / "dense.json").read_text()))
+    with pytest.warns(UserWarning) as caught:
+        legacy.load_model(path, weights=_K122 / "dense.weights.h5")
+    messages = [str(w.message) for w in caught]
+    assert (
+        f"{path}: the architecture is a JSON string holding the model's JSON "
+        "(json.dump of to_json()'s result); decoded it once more."
+    ) in messages
+
+
+_ELEVEN = {f"ghost_{k:02}": abs for k in range(11)}
+
+
+@pytest.mark.parametrize(
+    "substitutes, message, layer",
+    [
+        ({1: abs}, "substitutes: expected a dict of layer names to layers or "
+         "functions, got dict.", None),
+        ([("activation_1", abs)], "substitutes: expected a dict of layer names "
+         "to layers or functions, got list.", None),
+        ({"activation_1": abs, "nope": abs},
+         "substitutes: ['nope'] name no layer of the architecture.", None),
+        (_ELEVEN, "substitutes: ['ghost_00', 'ghost_01', 'ghost_02', 'ghost_03', "
+         "'ghost_04', 'ghost_05', 'ghost_06', 'ghost_07', 'ghost_08', 'ghost_09'] "
+         "name no layer of the architecture.", None),
+        ({"activation_1": "abs"}, "substitutes: 'activation_1': expected a "
+         "keras.layers.Layer or a function, got str.", "activation_1"),
+    ],
+    ids=["key-not-text", "not-a-dict", "unknown", "ten-named", "not-callable"],
+)  # fmt: skip
+def test_bad_substitutes_are_refused_in_so_many_words(substitutes, message, layer):
+    path = _K122 / "dense.json"
+    error = _refused_rebuild(
+        path, weights=_K122 / "dense.weights.h5", substitutes=substitutes
+    )
+    assert str(error) == f"{path}: {message}"
+    assert (error.field, error.layer) == ("substitutes", layer)
+
+
+_HINT = (
+    " To supply ['activation_1', 'dense_2'] yourself, pass substitutes="
+    "{name: a keras.layers.Layer or a function}"
+)
+
+
+@pytest.mark.parametrize("unknown_classes", [True, False])
+def test_the_substitutes_hint_names_the_unknown_layers_only(tmp_path, unknown_classes):
+    """Layers of a class it cannot rebuild are named in the hint, sorted;
+    with only arguments refused there is no hint."""
+
+    def edit(config):
+        if unknown_classes:
+            config["config"][3]["class_name"] = "MaxoutDense"
+            config["config"][2]["class_name"] = "Highway"
+        else:
+            config["config"][2]["config"]["activation"] = "nonesuch"
+
+    path = tmp_path / "edited.json"
+    config = json.loads((_K122 / "dense.json").read_text())
+    edit(config)
+    path.write_text(json.dumps(config))
+    error = _refused_rebuild(path, weights=_K122 / "dense.weights.h5")
+    if unknown_classes:
+        assert str(error).startswith(f"{path}: cannot rebuild 2 thing(s): ")
+        assert _HINT in str(error)
+        assert (error.layer, error.field) == ("activation_1", "class_name")
+    else:
+        assert str(error).startswith(
+            f"{path}: cannot rebuild 1 thing(s): layer 'activation_1' "
+            "(Activation): activation: "
+        )
+        assert "To supply" not in str(error) and str(error).endswith(".")
+        assert (error.layer, error.field) == ("activation_1", "activation")
+
+
+@pytest.mark.parametrize(
+    "shape, refused",
+    [([None, 6, None], "(6, None)"), (None, "None"), ([None, None, 6], None)],
+    ids=["feature-axis-unknown", "no-shape", "first-axis-unknown"],
+)
+def test_an_input_of_unknown_shape_is_refused_but_its_first_axis(
+    tmp_path, shape, refused
+):
+    """An input's first sample axis may be unknown (time steps); any other
+    unknown dimension, or no shape at all, is refused by the input's name."""
+    config = json.loads((_K122 / "functional.json").read_text())
+    config["config"]["layers"][0]["config"]["batch_input_shape"] = shape
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(config))
+    weights = _K122 / "functional.weights.h5"
+    if refused is None:
+        rebuilt = _rebuilt(path, weights=weights)
+        assert tuple(rebuilt.model.inputs[0].shape) == (None, None, 6)
+        return
+    error = _refused_rebuild(path, weights=weights)
+    assert str(error) == (
+        f"{path}: cannot rebuild 1 thing(s): layer 'x' (Input): input_shape: "
+        f"unknown shape {refused}."
+    )
+    assert (error.layer, error.field) == ("x", "input_shape")
+
+
+def _numbers_in(path):
+    import h5py
+
+    sizes = []
+    with h5py.File(path, "r") as file:
+        file.visititems(
+            lambda _, item: (
+                sizes.append(item.size) if isinstance(item, h5py.Dataset) else None
+            )
+        )
+    return sum(sizes)
+
+
+@pytest.mark.parametrize("more", [0, 1])
+def test_a_size_up_to_the_weights_files_numbers_is_built(tmp_path, more):
+    """A Dense of as many units as the weights file holds numbers is built
+    (then refused as not fitting the weights); one more is refused first."""
+    weights = _K122 / "dense.weights.h5"
+    elements = _numbers_in(weights)
+    config = json.loads((_K122 / "dense.json").read_text())
+    config["config"][3]["config"]["output_dim"] = elements + more
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(config))
+    error = _refused_rebuild(path, weights=weights)
+    if more:
+        assert str(error) == (
+            f"{path}: cannot rebuild 1 thing(s): layer 'dense_2' (Dense): units: "
+            f"units={elements + 1} is more than the weights file's {elements} "
+            "numbers justify."
+        )
+        assert (error.layer, error.field) == ("dense_2", "units")
+    else:
+        assert "justify" not in str(error) and error.path == str(weights)
