@@ -1343,3 +1343,191 @@ def test_inspect_s_whole_header(capsys, path, header):
     assert main(["inspect", str(path)]) == 0
     lines = capsys.readouterr().out.split("\n\n", 1)[0].splitlines()
     assert lines == [f"file:          {path}", *header]
+
+
+ZOO = REAL.parent / "real_zoo"
+
+
+@pytest.mark.parametrize(
+    "path, header",
+    [
+        (ZOO / "keras-2.2.4-theano/separable1d.weights.h5", [
+            "format:        Keras 2.x or later (layer_names)",
+            "Keras version: 2.2.4",
+            "backend:       theano",
+            f"BatchNormalization fourth array: {_VARIANCE}",
+            "BatchNormalization epsilon: the release's default 0.001 (the file "
+            "records no epsilon)",
+            "convolution kernels:",
+            "  separable_conv1d_1 separable_conv1d_1/depthwise_kernel: Keras 3's "
+            "layout, kept; not flipped (Keras 2's Theano backend reversed "
+            "depthwise kernels itself)",
+            "  separable_conv1d_1 separable_conv1d_1/pointwise_kernel: Keras 3's "
+            "layout, kept; flipped in its spatial axes (Theano computed a true "
+            "convolution)",
+        ]),
+        (REAL / "keras-1.2.2-tensorflow/conv2d_cl.model.h5", [
+            "format:        Keras 1.x (layer_names), whole model",
+            "Keras version: 1.2.2",
+            "backend:       tensorflow",
+            f"BatchNormalization fourth array: {_VARIANCE}",
+            "  batchnormalization_9: epsilon 0.001 from its config, mode 0",
+            "convolution kernels:",
+            "  convolution2d_2 convolution2d_2_W:0: channels-last (dim_ordering "
+            "'tf'), Keras 3's layout; not flipped (tensorflow computed a "
+            "cross-correlation, as Keras 3)",
+        ]),
+        (REAL / "keras-1.0.6-theano/dense.weights.h5", [
+            "format:        Keras 1.x (layer_names)",
+            "Keras version: not recorded",
+            "backend:       theano",
+            "BatchNormalization fourth array: not told by the file: load with "
+            'running_std="std" or "variance"',
+            f"mode 1 (samplewise), where a layer used it: {_KERAS1_SAMPLEWISE}",
+            "convolution kernels: none",
+        ]),
+    ],
+    ids=["theano-separable", "keras1-channels-last", "keras1-version-unknown"],
+)  # fmt: skip
+def test_inspect_s_header_for_each_kernel_and_unknown_meaning(capsys, path, header):
+    """A depthwise kernel of Keras 2 on Theano is not flipped, its pointwise
+    one is; a Keras 1 'tf' kernel is kept; a Keras 1.0.6 file without its
+    version does not tell what its fourth array is."""
+    assert main(["inspect", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.split("\n\n", 1)[0].splitlines() == [f"file:          {path}", *header]
+
+
+def _with_model_config(tmp_path, edit):
+    path = tmp_path / "edited.model.h5"
+    shutil.copy(REAL / "keras-2.2.4-tensorflow" / "dense.model.h5", path)
+    with h5py.File(path, "r+") as file:
+        config = json.loads(file.attrs["model_config"])
+        batch_norms = [
+            layer
+            for layer in config["config"]["layers"]
+            if layer["class_name"] == "BatchNormalization"
+        ]
+        edit(batch_norms)
+        file.attrs["model_config"] = json.dumps(config)
+    return path, [layer["config"]["name"] for layer in batch_norms]
+
+
+def _without_epsilon(batch_norms):
+    for layer in batch_norms:
+        del layer["config"]["epsilon"]
+
+
+def _renamed(batch_norms):
+    for layer in batch_norms:
+        layer["class_name"] = "Activation"
+
+
+def test_inspect_says_a_layer_s_epsilon_is_the_release_s_default(tmp_path, capsys):
+    """A whole-model file whose Batch Normalization configs lack epsilon:
+    each layer gets Keras 2's default, 1e-3, said as not recorded."""
+    path, names = _with_model_config(tmp_path, _without_epsilon)
+    assert main(["inspect", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[4:7] == [
+        f"BatchNormalization fourth array: {_VARIANCE}",
+        *(
+            f"  {name}: epsilon not recorded: the release's default 0.001, mode 0"
+            for name in names
+        ),
+    ]
+
+
+def test_inspect_of_a_model_config_without_batch_normalizations(tmp_path, capsys):
+    """The config records the layers but none is a Batch Normalization: the
+    release's default epsilon, without saying that the file records none."""
+    path, _ = _with_model_config(tmp_path, _renamed)
+    assert main(["inspect", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[4:7] == [
+        f"BatchNormalization fourth array: {_VARIANCE}",
+        "BatchNormalization epsilon: the release's default 0.001",
+        "convolution kernels: none",
+    ]
+
+
+def _refused_convert(capsys, argv):
+    assert main(["convert", *argv]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    return err
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--weights", "w.h5"], ["--backend", "theano"], ["--keras-version", "1.0.8"],
+     ["--channels-first", "transpose"], ["--dim-ordering", "tf"]],
+    ids=lambda option: option[0],
+)  # fmt: skip
+def test_each_old_file_option_is_refused_for_a_keras_file_in_one_line(
+    tmp_path, capsys, option
+):
+    """Even an option's default value (--channels-first transpose) given for a
+    .keras file is refused, naming the option and the file."""
+    source = tmp_path / "in.keras"
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(source)
+    new = tmp_path / "new.keras"
+    err = _refused_convert(capsys, [str(source), str(new), *option])
+    assert err == (
+        f"keras-bn: error: {source}: {option[0]} is for old Keras files (HDF5, "
+        "JSON, YAML); a .keras file records all it needs.\n"
+    )
+    assert not new.exists()
+
+
+def test_convert_s_refusals_of_the_output_in_one_line(tmp_path, capsys):
+    """The output that is the input, that exists, or is not named .keras:
+    each its own line on stderr, exit 1, nothing on stdout."""
+    old = str(REAL / "keras-2.2.4-tensorflow" / "dense.model.h5")
+    err = _refused_convert(capsys, [old, old])
+    assert err == (
+        f"keras-bn: error: {old}: the output is one of the files read: choose "
+        "another name.\n"
+    )
+    existing = tmp_path / "there.keras"
+    existing.write_bytes(b"mine")
+    err = _refused_convert(capsys, [old, str(existing)])
+    assert err == (
+        f"keras-bn: error: {existing}: the output exists: pass --overwrite to "
+        "replace it.\n"
+    )
+    named = tmp_path / "model.h5"
+    err = _refused_convert(capsys, [old, str(named)])
+    assert err == (
+        f"keras-bn: error: {named}: expected an output name ending in .keras, "
+        f"got '{named}'.\n"
+    )
+    assert os.listdir(tmp_path) == ["there.keras"]
+
+
+def test_convert_of_a_whole_model_file_names_no_weights(tmp_path, capsys):
+    old = REAL / "keras-2.2.4-tensorflow" / "dense.model.h5"
+    new = tmp_path / "dense.keras"
+    assert main(["convert", str(old), str(new)]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert err == ""
+    assert lines[0] == f"converted:     {old}"
+    assert lines[1] == "layers:" and lines[-1] == f"wrote:         {new}"
+
+
+def test_convert_of_a_keras_file_without_batch_normalization(tmp_path, capsys):
+    """Nothing to swap and nothing kept: both lists say none, and no note."""
+    source, new = tmp_path / "in.keras", tmp_path / "new.keras"
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(source)
+    argv = ["convert", str(source), str(new), "--batch-normalization", "keras"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"converted:     {source} (a Keras 3 .keras file)",
+        "swapped:",
+        "  none",
+        "kept:",
+        "  none",
+        f"wrote:         {new}",
+    ]
