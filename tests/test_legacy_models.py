@@ -1280,3 +1280,138 @@ def test_a_size_up_to_the_weights_files_numbers_is_built(tmp_path, more):
         assert (error.layer, error.field) == ("dense_2", "units")
     else:
         assert "justify" not in str(error) and error.path == str(weights)
+
+
+@pytest.mark.parametrize(
+    "release, form",
+    [("keras-1.0.5-theano", "std"), ("keras-1.0.6-theano", "std"),
+     ("keras-1.0.6-tensorflow", "variance"), ("keras-1.0.7-tensorflow", "variance"),
+     ("keras-1.0.8-theano", "variance"),
+     ("keras-0.3.3-theano", "std")],
+)  # fmt: skip
+def test_the_report_says_what_the_fourth_array_is(release, form):
+    """A standard deviation up to Keras 1.0.5, a variance from 1.0.7 on,
+    1.0.6 as its backend computed it (docs/legacy.md)."""
+    directory = rf.ROOT / release
+    rebuilt = _rebuilt(
+        directory / "dense.json",
+        weights=directory / "dense.weights.h5",
+        backend="theano" if release.startswith("keras-0") else None,
+    )
+    assert rebuilt.conversions[0] == (
+        f"BatchNormalization fourth array: {form} in the file, converted to "
+        "each target layer's form and epsilon"
+    )
+
+
+def test_what_load_weights_warned_ends_the_assumptions_and_is_warned_again():
+    """rebuild records load_weights' warnings as the last assumptions (and in
+    ``warned``); load_model warns of each of them once."""
+    from keras_bn.legacy.models import rebuild
+
+    (fixture,) = [f for f in FIXTURES if _no_statistics(f)]
+    kwargs = _kwargs(fixture, "json")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rebuilt = rebuild(fixture.path("json"), **kwargs)
+    assert rebuilt.warned and all("gamma and beta" in w for w in rebuilt.warned)
+    count = len(rebuilt.warned)
+    assert rebuilt.assumptions[-count:] == rebuilt.warned
+    assert rebuilt.assumptions[-count - 1] == _TRAINING_LINE
+    assert not [w for w in caught if str(w.message) in rebuilt.warned]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        legacy.load_model(fixture.path("json"), **kwargs)
+    again = [str(w.message) for w in caught if str(w.message) in rebuilt.warned]
+    assert again == rebuilt.warned
+
+
+def test_a_model_that_warns_of_nothing_reports_no_warnings():
+    rebuilt = _rebuilt(_K122 / "dense.json", weights=_K122 / "dense.weights.h5")
+    assert rebuilt.warned == []
+    assert rebuilt.assumptions[-1] == _TRAINING_LINE
+
+
+def test_weights_that_do_not_fit_a_substitute_s_output_say_so_at_the_end(tmp_path):
+    fixture, path = _with_a_lambda(tmp_path)
+    weights = fixture.path("weights")
+    with pytest.raises(legacy.LegacyFileError) as raised:
+        legacy.load_model(
+            path, weights=weights, substitutes={"scale": lambda t: t[:, :2]}
+        )
+    error = raised.value
+    assert str(error).startswith(f"{weights}: ")
+    assert str(error).endswith(
+        " (built with substitutes for ['scale']: their outputs set the shapes of "
+        "what follows)"
+    )
+    assert (error.path, error.layer) == (str(weights), "out")
+
+
+def test_an_output_shape_the_file_declares_is_checked(tmp_path):
+    """Keras 1's Deconvolution2D records its output shape: one that Keras 3
+    does not compute is refused by the layer's name (3 x 3 into a 3 x 3
+    kernel, stride 1, valid: 5 x 5, not the declared 9 x 9)."""
+    rng = np.random.default_rng(0)
+    layers = [("deconv", "Deconvolution2D", {
+        "nb_filter": 2, "nb_row": 3, "nb_col": 3, "output_shape": [None, 9, 9, 2],
+        "subsample": [1, 1], "border_mode": "valid", "dim_ordering": "tf",
+        "activation": "linear", "bias": True, "batch_input_shape": [None, 3, 3, 1],
+    })]  # fmt: skip
+    arrays = {"deconv": {"W": rng.normal(size=(3, 3, 2, 1)), "b": np.zeros(2)}}
+    path, weights = _keras1_files(tmp_path, layers, arrays)
+    with pytest.raises(legacy.LegacyFileError) as raised:
+        _rebuilt(path, weights=weights)
+    assert str(raised.value) == (
+        f"{path}: cannot rebuild 1 thing(s): layer 'deconv' (Deconvolution2D): "
+        "config: the file declares the output shape (9, 9, 2); Keras 3 computes "
+        "(5, 5, 2)."
+    )
+    assert (raised.value.layer, raised.value.field) == ("deconv", "config")
+
+
+@pytest.mark.parametrize("name", ["load_model", "load_weights"])
+def test_a_missing_backend_is_one_line_of_advice(monkeypatch, name):
+    """keras_bn.legacy's Keras-needing names, where Keras cannot import its
+    backend: an ImportError with the advice, its cause not chained."""
+    import importlib
+
+    import keras_bn
+
+    def missing(module):
+        raise ModuleNotFoundError("no backend", name="torch")
+
+    monkeypatch.delitem(legacy.__dict__, name, raising=False)
+    monkeypatch.setattr(importlib, "import_module", missing)
+    monkeypatch.setattr(keras_bn, "_backend_advice", lambda error: f"{error.name}!")
+    with pytest.raises(ImportError) as raised:
+        getattr(legacy, name)
+    assert type(raised.value) is ImportError
+    assert str(raised.value) == f"keras_bn.legacy.{name}: torch!"
+    assert raised.value.__suppress_context__
+
+
+def test_another_missing_module_is_raised_as_it_is(monkeypatch):
+    import importlib
+
+    import keras_bn
+
+    error = ModuleNotFoundError("no numpy", name="numpy")
+
+    def missing(module):
+        raise error
+
+    monkeypatch.delitem(legacy.__dict__, "load_model", raising=False)
+    monkeypatch.setattr(importlib, "import_module", missing)
+    monkeypatch.setattr(keras_bn, "_backend_advice", lambda error: None)
+    with pytest.raises(ModuleNotFoundError) as raised:
+        _ = legacy.load_model
+    assert raised.value is error
+
+
+def test_an_unknown_name_of_keras_bn_legacy():
+    with pytest.raises(AttributeError) as raised:
+        _ = legacy.load_everything
+    assert str(raised.value) == (
+        "module 'keras_bn.legacy' has no attribute 'load_everything'"
+    )
