@@ -44,12 +44,6 @@ import keras_bn
 
 __all__ = ["main"]
 
-_FORMS = {
-    "std": "standard deviation, (x - mean) / (running_std + epsilon)",
-    "variance": "variance, (x - mean) / sqrt(variance + epsilon)",
-    "theano_variance": "variance, (x - mean) / (sqrt(variance) + epsilon)",
-}
-
 
 def _inspect(path):
     """The report on one file, as lines of text."""
@@ -104,7 +98,7 @@ def _batch_norm_lines(weights, generation):
             'running_std="std" or "variance"',
             f"mode 1 (samplewise), where a layer used it: {samplewise}",
         ]
-    lines = [f"BatchNormalization fourth array: {_FORMS[form]}"]
+    lines = [f"BatchNormalization fourth array: {releases.FORM_MEANINGS[form]}"]
     names = [
         name
         for name, (class_name, _) in weights.layer_configs.items()
@@ -125,7 +119,9 @@ def _batch_norm_lines(weights, generation):
             if source.epsilon_origin == "config"
             else f"epsilon not recorded: the release's default {source.epsilon:g}"
         )
-        meaning = "" if source.form == form else f", {_FORMS[source.form]}"
+        meaning = (
+            "" if source.form == form else f", {releases.FORM_MEANINGS[source.form]}"
+        )
         mode = "" if source.mode is None else f", mode {source.mode}"
         lines.append(f"  {name}: {epsilon}{mode}{meaning}")
     if any(source.mode == 1 for source in sources.values()):

@@ -1240,8 +1240,8 @@ def test_convert_reports_what_it_rebuilt_converted_and_assumed(tmp_path, capsys)
         "  dense_2: Dense -> Dense(units=3, activation='linear', use_bias=True)",
         f"  batchnormalization_3: BatchNormalization -> {bn}",
         "conversions:",
-        "  BatchNormalization fourth array: variance in the file, converted to "
-        "each target layer's form and epsilon",
+        "  BatchNormalization fourth array: variance, (x - mean) / sqrt(variance "
+        "+ epsilon); converted to each target layer's form and epsilon",
         "  convolution kernels: transposed from the channels-first layout "
         "(dim_ordering 'th': filters, channels, rows, cols) where the config or "
         "the shapes say so, else as stored ('tf'); flipped in every spatial axis "

@@ -143,7 +143,7 @@ def _problem_list(arch, problems):
     layers = sorted({n for n, c, f, m in problems if f == "class_name"})
     hint = (
         f" To supply {layers} yourself, pass substitutes={{name: a "
-        "keras.layers.Layer or a function}}."
+        "keras.layers.Layer or a function}."
         if layers
         else ""
     )
@@ -351,16 +351,13 @@ def _describe(arch, plans, held, options, transpose):
             f"{node.name}: {node.class_name} -> {plan.cls.__name__}({args}){wrap}"
         )
     # What the file, with the version and backend the architecture or the
-    # caller told, says its fourth arrays are.
+    # caller told, says its fourth arrays are (the weights loaded: it told).
     told = dataclasses.replace(held, backend=held.backend or options.get("backend"))
-    try:
-        form, _ = releases.source_form(told, "auto", options.get("keras_version"))
-    except ValueError:
-        form = None
+    form, _ = releases.source_form(told, "auto", options.get("keras_version"))
     generation = releases.family(held, options.get("keras_version"))
     conversions = [
-        f"BatchNormalization fourth array: {form or 'per the options'} in the "
-        "file, converted to each target layer's form and epsilon",
+        f"BatchNormalization fourth array: {releases.FORM_MEANINGS[form]}; "
+        "converted to each target layer's form and epsilon",
         "convolution kernels: "
         + releases.kernel_conversion(
             generation, held.backend or options.get("backend")

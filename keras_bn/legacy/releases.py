@@ -18,6 +18,7 @@ import re
 from keras_bn.legacy.errors import LegacyFileError, short_repr
 
 __all__ = [
+    "FORM_MEANINGS",
     "BatchNormSource",
     "batch_norm_source",
     "family",
@@ -26,6 +27,14 @@ __all__ = [
     "version_form",
     "version_tuple",
 ]
+
+
+# What each form of the fourth array means, as the reports say it.
+FORM_MEANINGS = {
+    "std": "standard deviation, (x - mean) / (running_std + epsilon)",
+    "variance": "variance, (x - mean) / sqrt(variance + epsilon)",
+    "theano_variance": "variance, (x - mean) / (sqrt(variance) + epsilon)",
+}
 
 
 def version_tuple(keras_version):
