@@ -1016,3 +1016,21 @@ def test_keras1_samplewise_formula_is_said_once_and_not_for_keras0(tmp_path, rng
     example("keras0_sequential").write(keras0, arrays)
     messages = recorded(dense_bn_model("keras_bn", mode=1), keras0)
     assert not any("Keras 1.x normalized" in m for m in messages)
+
+
+def test_a_shape_that_does_not_fit_names_both_layers(tmp_path, rng):
+    """The file's layer and array, the model's layer, and both shapes."""
+    path = tmp_path / "w.h5"
+    example("keras0_sequential").write(path, example_arrays(rng))
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(2, name="narrow"), BatchNormalization()]
+    )
+    before = snapshot(model)
+    with pytest.raises(legacy.LegacyFileError) as caught:
+        legacy.load_weights(model, path)
+    assert_unchanged(model, before)
+    assert (caught.value.layer, caught.value.field) == ("layer_0", "param_0")
+    assert str(caught.value) == (
+        f"{path}: Layer 'layer_0': array 'param_0' has shape (4, 3), the model's "
+        "layer 'narrow' takes shape (4, 2)."
+    )
