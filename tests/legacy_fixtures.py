@@ -30,6 +30,7 @@ __all__ = [
     "write_keras0_sequential",
     "write_keras1",
     "write_keras2",
+    "write_wrapped_batch_norm",
 ]
 
 
@@ -399,3 +400,33 @@ EXAMPLES = [
         0.02,
     ),
 ]
+
+
+def write_wrapped_batch_norm(directory, rng, epsilon):
+    """A Keras 2.2.4 Sequential of one TimeDistributed(BatchNormalization)
+    with its own epsilon: its JSON, its weights file and its whole-model
+    file, arrays named as Keras 2.2.4 named a wrapped layer's
+    (``<wrapper>/<weight>:0``)."""
+    config = {
+        "class_name": "Sequential", "keras_version": "2.2.4", "backend": "tensorflow",
+        "config": {"name": "s", "layers": [{
+            "class_name": "TimeDistributed",
+            "config": {"name": "td", "batch_input_shape": [None, 4, 5], "layer": {
+                "class_name": "BatchNormalization",
+                "config": {"name": "bn", "axis": -1, "momentum": 0.99,
+                           "epsilon": epsilon, "center": True, "scale": True}}}}]},
+    }  # fmt: skip
+    arrays = {
+        "gamma": rng.uniform(0.5, 1.5, 5),
+        "beta": rng.normal(size=5),
+        "moving_mean": rng.normal(size=5),
+        "moving_variance": rng.uniform(1e-3, 2e-3, 5),  # epsilon shows
+    }
+    layer = keras2_layer("td", {k: v.astype("float32") for k, v in arrays.items()})
+    json_path = directory / "td.json"
+    json_path.write_text(json.dumps(config))
+    write_keras2(directory / "td.weights.h5", [layer], keras_version="2.2.4")
+    write_keras2(
+        directory / "td.model.h5", [layer], keras_version="2.2.4", model_config=config
+    )
+    return arrays

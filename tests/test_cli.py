@@ -1531,3 +1531,15 @@ def test_convert_of_a_keras_file_without_batch_normalization(tmp_path, capsys):
         "  none",
         f"wrote:         {new}",
     ]
+
+
+def test_inspect_tells_a_wrapped_batch_normalization_s_epsilon(tmp_path, capsys, rng):
+    """A TimeDistributed(BatchNormalization) of a whole-model file: its
+    wrapped layer's epsilon from the config, not the release's default."""
+    from legacy_fixtures import write_wrapped_batch_norm
+
+    write_wrapped_batch_norm(tmp_path, rng, epsilon=0.1)
+    assert main(["inspect", str(tmp_path / "td.model.h5")]) == 0
+    out = capsys.readouterr().out
+    assert "  bn: epsilon 0.1 from its config, mode 0" in out.splitlines()
+    assert "the release's default" not in out

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import real_fixtures as rf
 from conftest import release_param, to_numpy
+from legacy_fixtures import write_wrapped_batch_norm
 
 from keras_bn import legacy
 
@@ -1421,3 +1422,30 @@ def test_an_unknown_name_of_keras_bn_legacy():
     assert str(raised.value) == (
         "module 'keras_bn.legacy' has no attribute 'load_everything'"
     )
+
+
+@pytest.mark.parametrize("target", ["keras_bn", "keras"])
+@pytest.mark.parametrize("kind", ["json", "model"])
+def test_a_wrapped_batch_normalization_keeps_its_own_epsilon(
+    tmp_path, rng, kind, target
+):
+    """Keras 2's variance formula with the wrapped layer's epsilon 0.1, not
+    the release's default 1e-3."""
+    arrays = write_wrapped_batch_norm(tmp_path, rng, epsilon=0.1)
+    if kind == "json":
+        path, kwargs = tmp_path / "td.json", {"weights": tmp_path / "td.weights.h5"}
+    else:
+        path, kwargs = tmp_path / "td.model.h5", {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = legacy.load_model(path, batch_normalization=target, **kwargs)
+    assert not [w for w in caught if "does not record the epsilon" in str(w.message)]
+    x = rng.normal(size=(3, 4, 5)).astype("float32")
+    expected = (
+        arrays["gamma"]
+        * (x - arrays["moving_mean"])
+        / np.sqrt(arrays["moving_variance"] + 0.1)
+        + arrays["beta"]
+    )
+    got = to_numpy(model(x, training=False))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

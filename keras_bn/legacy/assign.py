@@ -203,7 +203,8 @@ def _plan(weights, model, options):
         file_batch_norm = any(
             layers.role(name) == "fourth" for name in source.weight_names
         )
-        if layers.is_named(source) and file_batch_norm != layers.is_batch_norm(target):
+        batch_norm = layers.batch_norm_of(target)
+        if layers.is_named(source) and file_batch_norm != (batch_norm is not None):
             kind = "a" if file_batch_norm else "not a"
             raise LegacyFileError(
                 f"Layer '{source.name}': the file's layer is {kind} "
@@ -212,11 +213,11 @@ def _plan(weights, model, options):
                 path=path,
                 layer=source.name,
             )
-        if not layers.is_batch_norm(target):
+        if batch_norm is None:
             plan.append(layers.plain_step(path, source, target, facts))
             continue
         bn = releases.batch_norm_source(weights, source.name, bn_options, target.name)
-        step = layers.batch_norm_step(path, source, target, bn)
+        step = layers.batch_norm_step(path, source, batch_norm, bn)
         if len(step.arrays) != len(target.weights):
             raise LegacyFileError(
                 f"Layer '{source.name}': the model's layer '{target.name}' takes "

@@ -20,6 +20,7 @@ from keras_bn.legacy.errors import LegacyFileError
 
 __all__ = [
     "Step",
+    "batch_norm_of",
     "batch_norm_roles",
     "batch_norm_step",
     "is_batch_norm",
@@ -67,6 +68,14 @@ def role(weight_name):
 
 def is_batch_norm(layer):
     return isinstance(layer, (BatchNormalization, keras.layers.BatchNormalization))
+
+
+def batch_norm_of(layer):
+    """The BatchNormalization that ``layer`` is, or wraps in a
+    ``TimeDistributed`` (its arrays are the wrapped layer's), or None."""
+    if isinstance(layer, keras.layers.TimeDistributed):
+        layer = layer.layer
+    return layer if is_batch_norm(layer) else None
 
 
 def is_named(source):

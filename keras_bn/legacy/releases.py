@@ -192,6 +192,17 @@ def _config_mode(config, path, layer):
     return int(mode)
 
 
+def _wrapped(class_name, config):
+    """A TimeDistributed's wrapped BatchNormalization: its class and config
+    (the wrapper's group holds its arrays); any other layer's as they are."""
+    inner = config.get("layer") if class_name == "TimeDistributed" else None
+    if isinstance(inner, dict) and isinstance(inner.get("config"), dict):
+        inner_class = inner.get("registered_name") or inner.get("class_name")
+        if isinstance(inner_class, str) and is_batch_norm_class(inner_class):
+            return inner_class, inner["config"]
+    return class_name, config
+
+
 def batch_norm_source(weights, name, options, target_name=None):
     """The `BatchNormSource` of the file's layer ``name``.
 
@@ -205,7 +216,7 @@ def batch_norm_source(weights, name, options, target_name=None):
     """
     running_std, epsilon, keras_version = options
     path = weights.path
-    class_name, config = weights.layer_configs.get(name, ("", {}))
+    class_name, config = _wrapped(*weights.layer_configs.get(name, ("", {})))
     if is_keras_bn_class(class_name):
         # keras_bn's own layer: a std in the seed's form, its epsilon and
         # mode in the config, whatever the version says.
