@@ -1255,7 +1255,7 @@ def _numbers_in(path):
     with h5py.File(path, "r") as file:
         file.visititems(
             lambda _, item: (
-                sizes.append(item.size) if isinstance(item, h5py.Dataset) else None
+                sizes.append(int(item.size)) if isinstance(item, h5py.Dataset) else None
             )
         )
     return sum(sizes)
